@@ -1,0 +1,109 @@
+# The MoE supernode runtime. Plain make, in the manner of NCCL:
+#   make            release build into build/
+#   make deps       install the Debian packages the project needs (as root), no-op if present
+#   make run        deps + build + the main job on the simulated supernode
+#   make test       deps + build + layer check + every test (doctest)
+#   make bench      deps + build + every benchmark; writes build/bench.json
+#   make check-layers   fail if a lower layer includes a higher one
+# Switches: DEBUG=1 (no optimisation, expensive asserts), ASAN=1 (address + UB sanitizers).
+# Each variant builds in its own folder (build/, build/debug/, build/asan/).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+BUILD_ROOT := build
+ifeq ($(ASAN),1)
+  BUILD := $(BUILD_ROOT)/asan
+  VARIANT_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+                   -fno-sanitize-recover=undefined -DMOE_ASSERT_LEVEL=2
+  VARIANT_LDFLAGS := -fsanitize=address,undefined
+else ifeq ($(DEBUG),1)
+  BUILD := $(BUILD_ROOT)/debug
+  VARIANT_FLAGS := -O0 -g3 -DMOE_ASSERT_LEVEL=2
+else
+  BUILD := $(BUILD_ROOT)
+  VARIANT_FLAGS := -O2 -g1 -DNDEBUG
+endif
+
+CXX ?= g++
+OBJ := $(BUILD)/obj
+GEN := $(BUILD)/gen
+BIN := $(BUILD)/bin
+
+CXXFLAGS := -std=c++20 -pthread -Wall -Wextra -Wno-unused-parameter -Werror=return-type \
+            -I. -I$(GEN) $(VARIANT_FLAGS) $(EXTRA_CXXFLAGS)
+DEPFLAGS = -MMD -MP
+LDFLAGS := -pthread $(VARIANT_LDFLAGS)
+LDLIBS := -lflatbuffers -lhwloc -lmimalloc -lopenblas -lm
+
+# ---- sources: every .cpp under a layer folder is product code ----
+LIB_DIRS := runtime memory interconnect models firmware-sim tools/lib
+LIB_SRCS := $(shell find $(LIB_DIRS) -name '*.cpp' 2>/dev/null | sort)
+TEST_SRCS := $(shell find tests -name '*.cpp' 2>/dev/null | sort)
+FBS := $(shell find $(LIB_DIRS) tools -name '*.fbs' 2>/dev/null | sort)
+GEN_HDRS := $(patsubst %.fbs,$(GEN)/%_generated.h,$(FBS)) $(patsubst %.fbs,$(GEN)/%_fbs_text.h,$(FBS))
+
+LIB_OBJS := $(patsubst %.cpp,$(OBJ)/%.o,$(LIB_SRCS))
+TEST_OBJS := $(patsubst %.cpp,$(OBJ)/%.o,$(TEST_SRCS))
+
+# Each tool binary: name -> folder of its sources.
+TOOLS := moe:tools/moe moe-bench:tools/bench
+tool_name = $(word 1,$(subst :, ,$(1)))
+tool_dir = $(word 2,$(subst :, ,$(1)))
+TOOL_BINS := $(foreach t,$(TOOLS),$(BIN)/$(call tool_name,$(t)))
+TEST_BIN := $(BIN)/moe-tests
+
+.PHONY: all deps run test bench check-layers clean help
+all: $(TOOL_BINS) $(TEST_BIN)
+
+help:
+	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
+
+deps:
+	@tools/install-deps.sh
+
+$(GEN)/%_generated.h: %.fbs
+	@mkdir -p $(dir $@)
+	flatc --cpp --scoped-enums -o $(dir $@) $<
+
+# The schema's own text, for parsing JSON descriptions at run time.
+$(GEN)/%_fbs_text.h: %.fbs
+	@mkdir -p $(dir $@)
+	@{ printf 'R"MOEFBS('; cat $<; printf ')MOEFBS"\n'; } > $@
+
+$(OBJ)/%.o: %.cpp | $(GEN_HDRS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(DEPFLAGS) -c $< -o $@
+
+define tool_rule
+$(BIN)/$(call tool_name,$(1)): $(patsubst %.cpp,$(OBJ)/%.o,$(shell find $(call tool_dir,$(1)) -name '*.cpp' 2>/dev/null | sort)) $(LIB_OBJS)
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(LDFLAGS) $$^ $$(LDLIBS) -o $$@
+endef
+$(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
+
+$(TEST_BIN): $(TEST_OBJS) $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+check-layers:
+	@tools/check-layers.sh .
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BIN)/moe run
+
+# Tests find their helper scripts and binaries through MOE_SOURCE_ROOT / MOE_BIN_DIR.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@tools/check-layers.sh .
+	MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	$(BIN)/moe-bench --json $(BUILD)/bench.json $(BENCH_ARGS)
+
+clean:
+	rm -rf $(BUILD_ROOT)
+
+-include $(shell find $(OBJ) -name '*.d' 2>/dev/null)

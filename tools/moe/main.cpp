@@ -1,0 +1,54 @@
+// moe: the command-line front end. Subcommands grow with the product; each has --help.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "runtime/base/options.h"
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: moe <command> [options]\n"
+               "commands:\n"
+               "  info --config [--json]   every option: name, value, default, help\n"
+               "  help                     this text\n"
+               "Options are set from the environment as MOE_<NAME>=value.\n");
+}
+
+int cmd_info(int argc, char** argv) {
+  bool config = false, json = false;
+  for (int i = 0; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--config")) config = true;
+    else if (!std::strcmp(argv[i], "--json")) json = true;
+    else if (!std::strcmp(argv[i], "--help")) {
+      std::printf("usage: moe info --config [--json]\n  Prints every option of every layer.\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "moe info: unknown argument '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!config) {
+    std::fprintf(stderr, "moe info: say what to show (--config)\n");
+    return 2;
+  }
+  std::fputs(json ? (moe::opt::options_to_json() + "\n").c_str() : moe::opt::options_to_text().c_str(), stdout);
+  moe::Status env = moe::opt::check_environment();
+  if (!env.ok()) std::fprintf(stderr, "moe: warning: %s\n", env.to_string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "info") return cmd_info(argc - 2, argv + 2);
+  std::fprintf(stderr, "moe: unknown command '%s'\n", cmd.c_str());
+  usage(stderr);
+  return 2;
+}
