@@ -72,3 +72,16 @@ TEST_CASE("status: MOE_TRY returns the first error and stops") {
   CHECK(bad.message() == "3 is odd");
   CHECK(q == -1);  // outputs are set only on success
 }
+
+#include <fstream>
+
+#include "runtime/base/cpu_features.h"
+
+TEST_CASE("cpu features: detected at run time and consistent with /proc/cpuinfo") {
+  std::ifstream in("/proc/cpuinfo");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.empty()) return;  // not Linux: nothing to compare with
+  CHECK(moe::cpu_features().avx2 == (text.find(" avx2") != std::string::npos));
+  CHECK(moe::cpu_features().avx512f == (text.find(" avx512f") != std::string::npos));
+  CHECK_FALSE(moe::cpu_features_text().empty());
+}
