@@ -62,6 +62,8 @@ help:
 deps:
 	@tools/install-deps.sh
 
+.SECONDARY: $(GEN_HDRS)
+
 $(GEN)/%_generated.h: %.fbs
 	@mkdir -p $(dir $@)
 	flatc --cpp --scoped-enums -o $(dir $@) $<

@@ -1,5 +1,5 @@
 // Presets are generated rather than stored: a full cm384 description lists ~3,000 links.
-// `moe-sim describe --preset cm384 --json` (tools) writes one out as a description file.
+// `moe describe --supernode cm384 --json` writes one out as a description file.
 #include "firmware-sim/presets.h"
 
 namespace moe::sim {

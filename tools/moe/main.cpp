@@ -4,6 +4,7 @@
 #include <string>
 
 #include "runtime/base/options.h"
+#include "tools/moe/commands.h"
 
 namespace {
 
@@ -11,6 +12,8 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: moe <command> [options]\n"
                "commands:\n"
+               "  run [--supernode S]      the main job on the simulated supernode\n"
+               "  describe [--supernode S] [--json]  validate and print a supernode description\n"
                "  info --config [--json]   every option: name, value, default, help\n"
                "  help                     this text\n"
                "Options are set from the environment as MOE_<NAME>=value.\n");
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "info") return cmd_info(argc - 2, argv + 2);
+  if (cmd == "describe") return moe::tools::cmd_describe(argc - 2, argv + 2);
   std::fprintf(stderr, "moe: unknown command '%s'\n", cmd.c_str());
   usage(stderr);
   return 2;
