@@ -27,6 +27,10 @@ inline const opt::Option<double> kAtomicPayloadBytes{
     "sim", "SIM_ATOMIC_PAYLOAD_BYTES", 16.0,
     "payload bytes of an atomic request or response packet (the header comes on top)"};
 
+inline const opt::Option<double> kLocalAtomicNs{
+    "sim", "SIM_LOCAL_ATOMIC_NS", 100.0,
+    "modelled cost of an atomic whose target word is in the issuing NPU's own HBM, ns"};
+
 inline const opt::Option<double> kHostCopyLatencyNs{
     "sim", "SIM_HOST_COPY_LATENCY_NS", 1000.0,
     "fixed modelled cost of one host <-> HBM copy (DMA set-up and completion), ns"};
