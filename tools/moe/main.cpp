@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "info") return cmd_info(argc - 2, argv + 2);
+  if (cmd == "run") return moe::tools::cmd_run(argc - 2, argv + 2);
   if (cmd == "describe") return moe::tools::cmd_describe(argc - 2, argv + 2);
   std::fprintf(stderr, "moe: unknown command '%s'\n", cmd.c_str());
   usage(stderr);
