@@ -160,8 +160,24 @@ class FabricModel {
   void detect_symmetry();
 
   // Serves `dur` ns of work arriving at `arrive`; sets *start (when service begins) and
-  // returns when it completes.
-  static double serve(Period& p, double arrive, double dur, double* start);
+  // returns when it completes. The common cases inline; arrivals into gaps out of line.
+  static double serve(Period& p, double arrive, double dur, double* start) {
+    if (arrive >= p.until) {  // the port is idle: a new busy period
+      p.start = arrive;
+      p.until = arrive + dur;
+      p.work = dur;
+      *start = arrive;
+      return arrive + dur;
+    }
+    if (arrive >= p.start && p.work >= p.until - p.start) {  // fully busy: queue at its end
+      *start = p.until;
+      p.until += dur;
+      p.work += dur;
+      return p.until;
+    }
+    return serve_in_gaps(p, arrive, dur, start);
+  }
+  static double serve_in_gaps(Period& p, double arrive, double dur, double* start);
 
   bool route(dev::NpuId src, dev::NpuId dst, dev::PlaneId plane, Route* out) const;
   Period& lane_period(uint32_t port);
@@ -180,6 +196,7 @@ class FabricModel {
   const dev::Topology& topo_;
   uint32_t num_planes_ = 0;
   uint32_t all_planes_ = 0;
+  double inv_planes_ = 1;
   // Ports: which bundle and lane (plane) each belongs to.
   std::vector<uint32_t> port_bundle_, port_lane_;
   std::vector<Bundle> bundles_;
@@ -198,6 +215,17 @@ class FabricModel {
   bool symmetric_ = false;
   std::vector<uint32_t> up_bundle_, down_bundle_, attach0_;  // per npu
   std::vector<uint32_t> path_bundles_;             // parallel to path_ports_ for plane 0
+  // Per switch pair of plane 0 (a x S + b): whether its switch hops are non-blocking and at
+  // least as fast as any NPU link (then they only add latency: `mid_latency_ns`), and the
+  // traffic striped transfers sent along it (added to its bundles' counters when read).
+  struct PairPath {
+    uint32_t pure = 0;
+    double mid_latency_ns = 0;
+    uint64_t bytes = 0;
+    uint64_t packets = 0;
+  };
+  std::vector<PairPath> pair_paths_;
+  std::vector<std::vector<uint32_t>> pairs_through_bundle_;  // bundle -> pair indexes
   std::vector<uint64_t> rotation_;  // per source NPU
   double atomic_payload_bytes_ = 16;
   double now_ns_ = 0;

@@ -536,7 +536,7 @@ class SimDriver final : public dev::Driver {
           fail(StatusCode::kNpuLost);
           break;
         }
-        const dev::KernelWork kernel = w.get<dev::KernelWork>();
+        const dev::KernelWork& kernel = w.get<dev::KernelWork>();
         end = start + compute_.kernel_ns(kernel);
         clock = end;
         ++totals->kernels;
@@ -559,7 +559,7 @@ class SimDriver final : public dev::Driver {
                         totals);
         break;
       case WorkKind::kHostCopy: {
-        const dev::HostCopyWork h = w.get<dev::HostCopyWork>();
+        const dev::HostCopyWork& h = w.get<dev::HostCopyWork>();
         double& clock = host_copy_clock_[q.npu];
         start = std::max(not_before, clock);
         if (lost_at(q.npu, start)) {

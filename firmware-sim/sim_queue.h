@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "runtime/device/driver.h"
@@ -45,12 +46,11 @@ struct QueuedWork {
       case dev::WorkKind::kMarker: break;
     }
   }
-  // Precondition: T is the struct of `kind`.
+  // The stored struct (store() copied it there, which begins its lifetime: the work
+  // structs are implicit-lifetime types). Precondition: T is the struct of `kind`.
   template <typename T>
-  T get() const {
-    T v;
-    std::memcpy(static_cast<void*>(&v), body, sizeof(T));
-    return v;
+  const T& get() const {
+    return *std::launder(reinterpret_cast<const T*>(body));
   }
 };
 
