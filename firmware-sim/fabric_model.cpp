@@ -272,12 +272,8 @@ void FabricModel::detect_symmetry() {
   }
   path_bundles_.resize(path_ports_.size());
   for (size_t i = 0; i < path_ports_.size(); ++i) path_bundles_[i] = port_bundle_[path_ports_[i]];
-  double slowest_npu_ns_per_byte = 0;
-  for (uint32_t n = 0; n < N; ++n)
-    slowest_npu_ns_per_byte = std::max({slowest_npu_ns_per_byte,
-                                        bundles_[up_bundle_[n]].ns_per_byte,
-                                        bundles_[down_bundle_[n]].ns_per_byte});
-  double fastest_npu_ns_per_byte = slowest_npu_ns_per_byte;
+  // Switch hops at least as fast as every NPU link never stretch a flow's tail.
+  double fastest_npu_ns_per_byte = bundles_[up_bundle_[0]].ns_per_byte;
   for (uint32_t n = 0; n < N; ++n)
     fastest_npu_ns_per_byte = std::min({fastest_npu_ns_per_byte,
                                         bundles_[up_bundle_[n]].ns_per_byte,
@@ -304,22 +300,22 @@ void FabricModel::detect_symmetry() {
 }
 
 double FabricModel::serve_in_gaps(Period& p, double arrive, double dur, double* start) {
-  const double length = p.until - p.start;
-  // Arrives during (or before) the current period: use the idle time before the period and
-  // the period's idle time after the arrival (assumed spread evenly), then extend it.
-  const double before = std::max(0.0, p.start - arrive);
+  // Precondition: arrive < p.tail. The head [start, tail) holds the work not in the final
+  // block, its idle time assumed spread evenly.
+  const double head = p.tail - p.start;
+  const double idle = std::max(0.0, head - (p.work - (p.until - p.tail)));
+  const double before = std::max(0.0, p.start - arrive);  // wholly idle, before the period
   const double from = std::max(arrive, p.start);
-  const double idle = std::max(0.0, length - p.work);
-  const double rest = dur - before;        // what the idle time before cannot take
-  const double after = p.until - from;     // the part of the period after the arrival
+  const double rest = dur - before;     // what the idle time before cannot take
+  const double after = p.tail - from;   // the part of the head after the arrival
   double finish;
   if (rest <= 0) {
     finish = arrive + dur;
-  } else if (rest * length <= idle * after) {
-    // Fits the period's gaps after the arrival, served at the rate the period leaves idle.
-    finish = std::min(p.until, from + rest * length / idle);
+  } else if (rest * head <= idle * after) {
+    // Fits the head's gaps after the arrival, served at the rate the head leaves idle.
+    finish = std::min(p.tail, from + rest * head / idle);
   } else {
-    finish = p.until + (dur - before - (length > 0 ? idle * after / length : 0.0));
+    finish = p.until + (rest - (head > 0 ? idle * after / head : 0.0));
   }
   *start = before > 0 || idle > 0 ? arrive : p.until;
   p.until = std::max(p.until, finish);

@@ -85,6 +85,7 @@ struct SimQueue {
   std::vector<dev::Completion> batch;  // doorbell scratch
   std::vector<QueueAction> actions;
   std::vector<uint32_t> undelivered;
+  bool ringing = false;  // a doorbell of this queue is running (kernel bodies may not ring it)
 
   // Model state (under the driver's model lock).
   uint64_t seq = 0;             // fabric operations issued, for the fault draws
