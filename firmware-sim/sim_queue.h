@@ -1,0 +1,67 @@
+// One engine queue of the simulated driver: a submission ring and a completion ring.
+//
+// A descriptor holds its slot from queue_submit until its completion is polled, so at most
+// `depth` descriptors are pending or completed-but-unpolled at any time (a real engine
+// stalls when its completion queue is full; the simulator refuses the submit instead).
+// Thread-safety: the submission side (ring, submitted, started, scratch) belongs to the one
+// producer thread; the model fields (seq, last_end*) are touched under the driver's model
+// lock; the completion ring is guarded by `mu`, so another thread may wait on it.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "runtime/device/driver.h"
+
+namespace moe::sim {
+
+// Functional work decided under the model lock and performed after it.
+struct QueueAction {
+  enum class Kind : uint8_t { kCopy, kPartialCopy, kBody, kAtomic };
+  Kind kind = Kind::kCopy;
+  uint32_t completion = 0;  // index in the doorbell's batch
+  uint8_t* dst = nullptr;
+  const uint8_t* src = nullptr;
+  uint64_t bytes = 0;
+  uint32_t undelivered_begin = 0;  // kPartialCopy: packet indexes in the queue's scratch
+  uint32_t undelivered_end = 0;
+  void (*body)(void*) = nullptr;
+  void* ctx = nullptr;
+  dev::AtomicOp op = dev::AtomicOp::kFetchAdd;
+  uint64_t operand = 0;
+  uint64_t compare = 0;
+};
+
+struct SimQueue {
+  uint32_t id = 0;
+  dev::NpuId npu = 0;
+  uint32_t die = 0;
+  dev::EngineKind engine = dev::EngineKind::kCompute;
+  uint32_t depth = 0;
+
+  // Submission side (producer thread).
+  std::vector<dev::WorkDescriptor> ring;
+  uint64_t submitted = 0;  // descriptors written, ever
+  uint64_t started = 0;    // descriptors handed to the engine, ever
+  std::atomic<uint32_t> in_use{0};
+  std::vector<dev::Completion> batch;  // doorbell scratch
+  std::vector<QueueAction> actions;
+  std::vector<uint32_t> undelivered;
+
+  // Model state (under the driver's model lock).
+  uint64_t seq = 0;             // fabric operations issued, for the fault draws
+  double last_end_ns = 0;       // latest end of this queue's work
+  std::vector<double> last_end_to_npu;  // fabric queues: latest transfer end per destination
+
+  // Completion side.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<dev::Completion> done;  // ring of `depth`
+  uint64_t done_head = 0, done_tail = 0;
+  bool destroyed = false;
+};
+
+}  // namespace moe::sim
