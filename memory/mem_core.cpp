@@ -5,6 +5,7 @@
 #include "memory/mem_core.h"
 
 #include <algorithm>
+#include <bit>
 
 #include "memory/large_heap.h"
 #include "memory/slab_heap.h"
@@ -58,9 +59,11 @@ StatusOr<std::unique_ptr<MemCore>> MemCore::create(dev::Driver* driver, const Me
   Layout& l = core->layout;
   const uint64_t page = config.page_bytes;
   l.total_pages = core->table.num_pages();
-  l.symmetric_pages = (config.symmetric_heap_bytes + page - 1) / page;
+  // Symmetric windows are a power of two of pages and start at a multiple of it, so an
+  // offset aligned in the window is aligned in the global space too.
+  l.symmetric_pages = std::bit_ceil(std::max<uint64_t>(1, (config.symmetric_heap_bytes + page - 1) / page));
   l.large_pages = 2 * (limit / page);
-  l.symmetric_first_page = 1;
+  l.symmetric_first_page = l.symmetric_pages;
   l.large_first_page = l.symmetric_first_page + uint64_t{npus} * l.symmetric_pages;
   l.general_first_page = l.large_first_page + uint64_t{npus} * l.large_pages;
   const uint64_t general_min = uint64_t{npus} * (limit / page);  // every frame of every NPU

@@ -5,8 +5,9 @@
 // heaps are built from: map fresh frames at pages (all or nothing) and unmap pages.
 //
 // Layout of the global space, in pages (2^(va_bits - page_shift) in all):
-//   [0]                         null guard, never mapped
-//   symmetric windows           num_npus x symmetric_pages (same offsets on every NPU)
+//   [0, symmetric_pages)        null guard, never mapped
+//   symmetric windows           num_npus x symmetric_pages (same offsets on every NPU;
+//                               symmetric_pages is a power of two, windows aligned to it)
 //   large-block windows         num_npus x large_pages (2 x the NPU's limit each)
 //   general space               the rest: slab pages, interleaved, replicated, own-pages
 //
