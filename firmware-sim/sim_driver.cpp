@@ -64,6 +64,7 @@ class SimDriver final : public dev::Driver {
         std::clamp<int64_t>(options::kQueueDepthMax.get(), 1, 1 << 24));
     fabric_issue_ns_ = std::max(0.0, options::kFabricIssueNs.get());
     local_atomic_ns_ = std::max(0.0, options::kLocalAtomicNs.get());
+    planes_mask_ = topo_.num_planes >= 32 ? ~0u : ((1u << topo_.num_planes) - 1);
     const uint32_t n = topo_.num_npus();
     hbm_.resize(n);
     hbm_once_ = std::make_unique<std::once_flag[]>(n);
@@ -142,8 +143,6 @@ class SimDriver final : public dev::Driver {
     q->die = engine == dev::EngineKind::kCompute ? die : 0;
     q->engine = engine;
     q->depth = depth;
-    q->ring.resize(depth);
-    q->done.resize(depth);
     if (engine == dev::EngineKind::kFabric) q->last_end_to_npu.assign(topo_.num_npus(), 0.0);
     std::lock_guard<std::mutex> lock(registry_mu_);
     q->id = static_cast<uint32_t>(queues_.size());
@@ -181,6 +180,7 @@ class SimDriver final : public dev::Driver {
                         "%u slots in use (a slot frees when its completion is polled)",
                         q->id, q->npu, engine_name(q->engine), count, in_use, q->depth);
     for (size_t i = 0; i < count; ++i) {
+      if (plainly_valid(*q, work[i])) continue;
       Status s = validate(*q, work[i]);
       if (!s.ok())
         return s.with_context(strformat("queue_submit: queue %u (npu %u, %s): descriptor %zu "
@@ -188,8 +188,10 @@ class SimDriver final : public dev::Driver {
                                         q->id, q->npu, engine_name(q->engine), i,
                                         static_cast<unsigned long long>(work[i].tag)));
     }
-    for (size_t i = 0; i < count; ++i) q->ring[(q->submitted + i) % q->depth] = work[i];
-    q->submitted += count;
+    const size_t old = q->pending_count;
+    if (q->pending.size() < old + count) q->pending.resize(std::max(old + count, 2 * old));
+    for (size_t i = 0; i < count; ++i) q->pending[old + i].store(work[i]);
+    q->pending_count = old + count;
     q->in_use.fetch_add(static_cast<uint32_t>(count), std::memory_order_acq_rel);
     return ok_status();
   }
@@ -197,7 +199,7 @@ class SimDriver final : public dev::Driver {
   Status doorbell_ring(dev::QueueId queue) override {
     std::shared_ptr<SimQueue> q;
     MOE_TRY(find_queue(queue, "doorbell_ring", &q));
-    const size_t n = static_cast<size_t>(q->submitted - q->started);
+    const size_t n = q->pending_count;
     if (n == 0) return ok_status();
     q->batch.resize(n);
     q->actions.clear();
@@ -206,15 +208,22 @@ class SimDriver final : public dev::Driver {
     {
       std::lock_guard<std::mutex> lock(model_mu_);
       for (size_t i = 0; i < n; ++i)
-        schedule(*q, q->ring[(q->started + i) % q->depth], static_cast<uint32_t>(i),
-                 &q->batch[i], &totals);
+        schedule(*q, q->pending[i], static_cast<uint32_t>(i), &q->batch[i], &totals);
     }
-    q->started += n;
+    q->pending_count = 0;
     for (const QueueAction& a : q->actions) perform(*q, a);
     {
       std::lock_guard<std::mutex> lock(q->mu);
-      for (size_t i = 0; i < n; ++i) q->done[(q->done_tail + i) % q->depth] = q->batch[i];
-      q->done_tail += n;
+      if (q->done_head == q->done.size()) {  // everything polled: hand the batch over
+        q->done.swap(q->batch);
+        q->done_head = 0;
+      } else {
+        if (q->done_head > q->done.size() / 2) {
+          q->done.erase(q->done.begin(), q->done.begin() + static_cast<ptrdiff_t>(q->done_head));
+          q->done_head = 0;
+        }
+        q->done.insert(q->done.end(), q->batch.begin(), q->batch.end());
+      }
     }
     q->cv.notify_all();
     totals.publish();
@@ -231,8 +240,8 @@ class SimDriver final : public dev::Driver {
     size_t moved = 0;
     {
       std::lock_guard<std::mutex> lock(q->mu);
-      moved = std::min<size_t>(max, q->done_tail - q->done_head);
-      for (size_t i = 0; i < moved; ++i) out[i] = q->done[(q->done_head + i) % q->depth];
+      moved = std::min<size_t>(max, q->done.size() - q->done_head);
+      std::copy_n(q->done.begin() + static_cast<ptrdiff_t>(q->done_head), moved, out);
       q->done_head += moved;
     }
     q->in_use.fetch_sub(static_cast<uint32_t>(moved), std::memory_order_acq_rel);
@@ -244,10 +253,10 @@ class SimDriver final : public dev::Driver {
     std::shared_ptr<SimQueue> q;
     MOE_TRY(find_queue(queue, "completions_wait", &q));
     std::unique_lock<std::mutex> lock(q->mu);
-    auto ready = [&] { return q->done_tail > q->done_head || q->destroyed; };
+    auto ready = [&] { return q->done.size() > q->done_head || q->destroyed; };
     if (!ready() && timeout_wall_ns > 0)
       q->cv.wait_for(lock, std::chrono::nanoseconds(timeout_wall_ns), ready);
-    if (q->done_tail > q->done_head) return ok_status();
+    if (q->done.size() > q->done_head) return ok_status();
     if (q->destroyed)
       return make_error(StatusCode::kCancelled, "completions_wait: queue %u was destroyed",
                         q->id);
@@ -256,7 +265,7 @@ class SimDriver final : public dev::Driver {
                       "(%llu descriptors submitted but not rung)",
                       q->id, q->npu, engine_name(q->engine),
                       static_cast<long long>(timeout_wall_ns),
-                      static_cast<unsigned long long>(q->submitted - q->started));
+                      static_cast<unsigned long long>(q->pending_count));
   }
 
   Status engine_time(dev::QueueId queue, ModelTime* out) override {
@@ -403,6 +412,18 @@ class SimDriver final : public dev::Driver {
     return ok_status();
   }
 
+  // The common case checked without building a Status: a timing-mode transfer inside the
+  // machine. False means "run the full validation" (which names what is wrong, if anything).
+  bool plainly_valid(const SimQueue& q, const dev::WorkDescriptor& w) const {
+    if (w.kind != WorkKind::kTransfer || q.engine != dev::EngineKind::kFabric) return false;
+    const dev::TransferWork& t = w.transfer;
+    const uint64_t cap = topo_.hbm.capacity_bytes;
+    return !t.move_payload && w.not_before.ns >= 0 && w.not_before.ns < kNever &&
+           (t.plane_mask & planes_mask_) != 0 && t.src.npu < topo_.num_npus() &&
+           t.dst.npu < topo_.num_npus() && t.bytes <= (1ull << 40) && t.bytes <= cap &&
+           t.src.offset <= cap - t.bytes && t.dst.offset <= cap - t.bytes;
+  }
+
   Status validate(const SimQueue& q, const dev::WorkDescriptor& w) {
     if (!finite_time(w.not_before))
       return make_error(StatusCode::kInvalidArgument, "not_before %g ns is not a finite "
@@ -431,8 +452,7 @@ class SimDriver final : public dev::Driver {
       case WorkKind::kTransfer: {
         if (q.engine != dev::EngineKind::kFabric) return wrong_engine("transfer");
         const dev::TransferWork& t = w.transfer;
-        const uint32_t planes = topo_.num_planes >= 32 ? ~0u : ((1u << topo_.num_planes) - 1);
-        if ((t.plane_mask & planes) == 0)
+        if ((t.plane_mask & planes_mask_) == 0)
           return make_error(StatusCode::kInvalidArgument,
                             "transfer plane_mask %#x names none of the %u planes", t.plane_mask,
                             topo_.num_planes);
@@ -493,11 +513,11 @@ class SimDriver final : public dev::Driver {
   uint8_t* host_address(const dev::DevicePtr& p) { return hbm_[p.npu]->host_address(p.offset); }
 
   // Places one descriptor on the modelled timeline (model lock held).
-  void schedule(SimQueue& q, const dev::WorkDescriptor& w, uint32_t index, dev::Completion* c,
+  void schedule(SimQueue& q, const QueuedWork& w, uint32_t index, dev::Completion* c,
                 BatchTotals* totals) {
     *c = dev::Completion{};
     c->tag = w.tag;
-    const double not_before = w.not_before.ns;
+    const double not_before = w.not_before_ns;
     double start = 0, end = 0;
     auto fail = [&](StatusCode code) {
       c->status = code;
@@ -516,27 +536,30 @@ class SimDriver final : public dev::Driver {
           fail(StatusCode::kNpuLost);
           break;
         }
-        end = start + compute_.kernel_ns(w.kernel);
+        const dev::KernelWork kernel = w.get<dev::KernelWork>();
+        end = start + compute_.kernel_ns(kernel);
         clock = end;
         ++totals->kernels;
-        if (w.kernel.body != nullptr) {
+        if (kernel.body != nullptr) {
           QueueAction a;
           a.kind = QueueAction::Kind::kBody;
           a.completion = index;
-          a.body = w.kernel.body;
-          a.ctx = w.kernel.ctx;
+          a.body = kernel.body;
+          a.ctx = kernel.ctx;
           q.actions.push_back(a);
         }
         break;
       }
       case WorkKind::kTransfer:
-        schedule_transfer(q, w.transfer, not_before, index, c, &start, &end, totals);
+        schedule_transfer(q, w.get<dev::TransferWork>(), not_before, index, c, &start, &end,
+                          totals);
         break;
       case WorkKind::kAtomic:
-        schedule_atomic(q, w.atomic, not_before, index, c, &start, &end, totals);
+        schedule_atomic(q, w.get<dev::AtomicWork>(), not_before, index, c, &start, &end,
+                        totals);
         break;
       case WorkKind::kHostCopy: {
-        const dev::HostCopyWork& h = w.host_copy;
+        const dev::HostCopyWork h = w.get<dev::HostCopyWork>();
         double& clock = host_copy_clock_[q.npu];
         start = std::max(not_before, clock);
         if (lost_at(q.npu, start)) {
@@ -759,6 +782,7 @@ class SimDriver final : public dev::Driver {
   uint32_t queue_depth_max_ = 0;
   double fabric_issue_ns_ = 0;
   double local_atomic_ns_ = 0;
+  uint32_t planes_mask_ = 0;
 
   std::vector<std::unique_ptr<NpuHbm>> hbm_;
   std::unique_ptr<std::once_flag[]> hbm_once_;
