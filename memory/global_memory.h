@@ -29,8 +29,9 @@
 // must not write a page while it migrates (the copy would miss the write): pages are shared
 // by neighbouring small blocks and by the edges of large blocks of one NPU, so migrate such
 // allocations only when their neighbours are quiescent too, or give migratable data its own
-// pages (AllocRequest::own_pages). ReadGuard sections must be short and must not wait for a
-// migration (migrate() from inside a guard fails with kFailedPrecondition).
+// pages (AllocRequest::own_pages). Do not free an allocation while it migrates. ReadGuard
+// sections must be short and must not wait for a migration (migrate() from inside a guard
+// fails with kFailedPrecondition).
 //
 // Thread-safety: every member function may be called from any thread concurrently, except
 // that the instance must outlive every call. Blocking: allocation slow paths and frees of
