@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "runtime/device/driver.h"
@@ -45,12 +46,11 @@ struct QueuedWork {
       case dev::WorkKind::kMarker: break;
     }
   }
-  // Precondition: T is the struct of `kind`.
+  // The stored struct (store() copied it there, which begins its lifetime: the work
+  // structs are implicit-lifetime types). Precondition: T is the struct of `kind`.
   template <typename T>
-  T get() const {
-    T v;
-    std::memcpy(static_cast<void*>(&v), body, sizeof(T));
-    return v;
+  const T& get() const {
+    return *std::launder(reinterpret_cast<const T*>(body));
   }
 };
 
@@ -85,6 +85,7 @@ struct SimQueue {
   std::vector<dev::Completion> batch;  // doorbell scratch
   std::vector<QueueAction> actions;
   std::vector<uint32_t> undelivered;
+  bool ringing = false;  // a doorbell of this queue is running (kernel bodies may not ring it)
 
   // Model state (under the driver's model lock).
   uint64_t seq = 0;             // fabric operations issued, for the fault draws
