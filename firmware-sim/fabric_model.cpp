@@ -348,10 +348,13 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   const uint64_t last_slot = (packets - 1) % k;
   const uint64_t short_bytes = packets * pb - q.bytes;
   double end = q.ready_ns;
+  uint64_t extra_left = q.extra_wire_bytes;
   for (uint64_t j = 0; j < used; ++j) {
     const uint64_t idx = (start + j) % k;
     const uint64_t n = base + (j < extra ? 1 : 0);
-    const uint64_t wire = n * (pb + header) - (j == last_slot ? short_bytes : 0);
+    const uint64_t extra = j + 1 == used ? extra_left : q.extra_wire_bytes * n / packets;
+    extra_left -= extra;
+    const uint64_t wire = n * (pb + header) - (j == last_slot ? short_bytes : 0) + extra;
     double flow_end;
     if (!faulty) {
       flow_end = run_flow(routes[idx], q.ready_ns, wire, static_cast<uint32_t>(n), nullptr);

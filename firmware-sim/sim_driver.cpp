@@ -64,6 +64,10 @@ class SimDriver final : public dev::Driver {
         std::clamp<int64_t>(options::kQueueDepthMax.get(), 1, 1 << 24));
     fabric_issue_ns_ = std::max(0.0, options::kFabricIssueNs.get());
     local_atomic_ns_ = std::max(0.0, options::kLocalAtomicNs.get());
+    max_segments_ = static_cast<uint32_t>(
+        std::clamp<int64_t>(options::kMaxTransferSegments.get(), 0, 1 << 24));
+    segment_header_bytes_ = static_cast<uint32_t>(
+        std::clamp<int64_t>(options::kSegmentHeaderBytes.get(), 0, 1 << 16));
     const uint32_t n = topo_.num_npus();
     hbm_.resize(n);
     hbm_once_ = std::make_unique<std::once_flag[]>(n);
@@ -86,6 +90,8 @@ class SimDriver final : public dev::Driver {
     c.simulated = true;
     c.functional = true;
     c.queue_depth_max = queue_depth_max_;
+    c.max_transfer_segments = max_segments_;
+    c.segment_header_bytes = segment_header_bytes_;
     return c;
   }
   const dev::Topology& topology() const override { return topo_; }
@@ -200,6 +206,7 @@ class SimDriver final : public dev::Driver {
     const size_t n = static_cast<size_t>(q->submitted - q->started);
     if (n == 0) return ok_status();
     q->batch.resize(n);
+    q->batch_lost.assign(n, {0, 0});
     q->actions.clear();
     q->undelivered.clear();
     BatchTotals totals;
@@ -213,7 +220,19 @@ class SimDriver final : public dev::Driver {
     for (const QueueAction& a : q->actions) perform(*q, a);
     {
       std::lock_guard<std::mutex> lock(q->mu);
-      for (size_t i = 0; i < n; ++i) q->done[(q->done_tail + i) % q->depth] = q->batch[i];
+      prune_lost(*q);
+      for (size_t i = 0; i < n; ++i) {
+        q->done[(q->done_tail + i) % q->depth] = q->batch[i];
+        const auto [begin, end] = q->batch_lost[i];
+        if (begin == end) continue;
+        SimQueue::LostRecord r;
+        r.work_index = q->batch[i].work_index;
+        r.begin = static_cast<uint32_t>(q->lost_log.size());
+        q->lost_log.insert(q->lost_log.end(), q->undelivered.begin() + begin,
+                           q->undelivered.begin() + end);
+        r.end = static_cast<uint32_t>(q->lost_log.size());
+        q->lost_records.push_back(r);
+      }
       q->done_tail += n;
     }
     q->cv.notify_all();
@@ -331,7 +350,56 @@ class SimDriver final : public dev::Driver {
     return ok_status();
   }
 
+  // ---- reliability ----
+  Status completion_undelivered(dev::QueueId queue, uint64_t work_index, uint32_t* out,
+                                size_t max, size_t* count) override {
+    std::shared_ptr<SimQueue> q;
+    MOE_TRY(find_queue(queue, "completion_undelivered", &q));
+    if (count == nullptr || (out == nullptr && max > 0))
+      return make_error(StatusCode::kInvalidArgument,
+                        "completion_undelivered: queue %u: null output", q->id);
+    std::lock_guard<std::mutex> lock(q->mu);
+    auto it = std::lower_bound(
+        q->lost_records.begin(), q->lost_records.end(), work_index,
+        [](const SimQueue::LostRecord& r, uint64_t w) { return r.work_index < w; });
+    if (it == q->lost_records.end() || it->work_index != work_index) {
+      // Still held and nothing recorded: every packet arrived (or it was not a transfer).
+      if (work_index >= q->lost_floor && work_index < q->done_tail) {
+        *count = 0;
+        return ok_status();
+      }
+      return make_error(StatusCode::kNotFound,
+                        "completion_undelivered: queue %u holds no record of work %llu (not "
+                        "posted yet, or polled before the last doorbell)",
+                        q->id, static_cast<unsigned long long>(work_index));
+    }
+    const size_t total = it->end - it->begin;
+    std::copy_n(q->lost_log.begin() + it->begin, std::min(max, total), out);
+    *count = total;
+    return ok_status();
+  }
+
  private:
+  // Drops the undelivered-packet records of completions already polled (q.mu held).
+  static void prune_lost(SimQueue& q) {
+    q.lost_floor = q.done_head;
+    size_t keep = 0;
+    while (keep < q.lost_records.size() && q.lost_records[keep].work_index < q.done_head) ++keep;
+    if (keep == 0) return;
+    if (keep == q.lost_records.size()) {
+      q.lost_records.clear();
+      q.lost_log.clear();
+      return;
+    }
+    const uint32_t base = q.lost_records[keep].begin;
+    q.lost_log.erase(q.lost_log.begin(), q.lost_log.begin() + base);
+    q.lost_records.erase(q.lost_records.begin(), q.lost_records.begin() + keep);
+    for (SimQueue::LostRecord& r : q.lost_records) {
+      r.begin -= base;
+      r.end -= base;
+    }
+  }
+
   // Statistics gathered during one doorbell and published once.
   struct BatchTotals {
     int64_t transfers = 0, packets = 0, lost = 0, corrupted = 0, atomics = 0, kernels = 0,
@@ -403,6 +471,30 @@ class SimDriver final : public dev::Driver {
     return ok_status();
   }
 
+  Status validate_segments(const dev::TransferWork& t) {
+    if (t.num_segments > max_segments_)
+      return make_error(StatusCode::kInvalidArgument,
+                        "transfer of %u segments (at most %u per transfer)", t.num_segments,
+                        max_segments_);
+    if (t.segments == nullptr)
+      return make_error(StatusCode::kInvalidArgument, "transfer of %u segments with null segments",
+                        t.num_segments);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < t.num_segments; ++i) {
+      const dev::TransferSegment& g = t.segments[i];
+      Status s = check_range({t.src.npu, g.src_offset}, g.bytes, t.move_payload, "source");
+      if (s.ok()) s = check_range({t.dst.npu, g.dst_offset}, g.bytes, t.move_payload, "destination");
+      if (!s.ok()) return s.with_context(strformat("transfer segment %u", i));
+      sum += g.bytes;
+    }
+    if (sum != t.bytes)
+      return make_error(StatusCode::kInvalidArgument,
+                        "transfer bytes %llu differ from the sum of its %u segments (%llu)",
+                        static_cast<unsigned long long>(t.bytes), t.num_segments,
+                        static_cast<unsigned long long>(sum));
+    return ok_status();
+  }
+
   Status validate(const SimQueue& q, const dev::WorkDescriptor& w) {
     if (!finite_time(w.not_before))
       return make_error(StatusCode::kInvalidArgument, "not_before %g ns is not a finite "
@@ -439,6 +531,7 @@ class SimDriver final : public dev::Driver {
         if (t.bytes > (1ull << 40))
           return make_error(StatusCode::kInvalidArgument, "transfer of %llu bytes is too large",
                             static_cast<unsigned long long>(t.bytes));
+        if (t.num_segments > 0) return validate_segments(t);
         MOE_TRY(check_range(t.src, t.bytes, t.move_payload, "transfer source"));
         MOE_TRY(check_range(t.dst, t.bytes, t.move_payload, "transfer destination"));
         return ok_status();
@@ -497,6 +590,7 @@ class SimDriver final : public dev::Driver {
                 BatchTotals* totals) {
     *c = dev::Completion{};
     c->tag = w.tag;
+    c->work_index = q.started + index;
     const double not_before = w.not_before.ns;
     double start = 0, end = 0;
     auto fail = [&](StatusCode code) {
@@ -573,6 +667,7 @@ class SimDriver final : public dev::Driver {
     }
     c->start = ModelTime{start};
     c->end = ModelTime{end};
+    if (w.kind != WorkKind::kAtomic) c->effect = c->end;
     q.last_end_ns = std::max(q.last_end_ns, end);
   }
 
@@ -620,6 +715,7 @@ class SimDriver final : public dev::Driver {
       r.ready_ns = start + fabric_->route_latency_ns(q.npu, t.src.npu);
       r.queue = q.id;
       r.seq = q.seq++;
+      r.extra_wire_bytes = uint64_t{t.num_segments} * segment_header_bytes_;
       TransferOutcome o;
       fabric_->transfer(r, faults_, &o, &q.undelivered);
       c->status = o.status;
@@ -640,19 +736,29 @@ class SimDriver final : public dev::Driver {
     to_dst = std::max(to_dst, end);
     // Functional payload: whatever arrived intact.
     const uint32_t undelivered_end = static_cast<uint32_t>(q.undelivered.size());
+    if (undelivered_end != undelivered_begin) {
+      std::sort(q.undelivered.begin() + undelivered_begin, q.undelivered.end());
+      q.batch_lost[index] = {undelivered_begin, undelivered_end};
+    }
     if (!t.move_payload || t.bytes == 0 || (c->packets == 0 && t.src.npu != t.dst.npu)) return;
     QueueAction a;
     a.completion = index;
-    a.dst = host_address(t.dst);
-    a.src = host_address(t.src);
     a.bytes = t.bytes;
+    if (t.num_segments > 0) {
+      a.segments = t.segments;
+      a.num_segments = t.num_segments;
+      a.dst = hbm_[t.dst.npu]->host_address(0);
+      a.src = hbm_[t.src.npu]->host_address(0);
+    } else {
+      a.dst = host_address(t.dst);
+      a.src = host_address(t.src);
+    }
     if (undelivered_end == undelivered_begin) {
       a.kind = QueueAction::Kind::kCopy;
     } else {
       a.kind = QueueAction::Kind::kPartialCopy;
       a.undelivered_begin = undelivered_begin;
       a.undelivered_end = undelivered_end;
-      std::sort(q.undelivered.begin() + undelivered_begin, q.undelivered.end());
     }
     q.actions.push_back(a);
   }
@@ -662,6 +768,7 @@ class SimDriver final : public dev::Driver {
                        BatchTotals* totals) {
     const double start = fabric_issue(q, not_before);
     *start_out = *end_out = start;
+    c->effect = ModelTime{start};
     if (faults_.any_npu_lost() && (lost_at(q.npu, start) || lost_at(w.dst.npu, start))) {
       c->status = StatusCode::kNpuLost;
       ++faults_.counters.operations_to_lost_npu;
@@ -680,6 +787,7 @@ class SimDriver final : public dev::Driver {
     double end = start;
     if (w.dst.npu == q.npu) {
       end = std::max(start, ordered_after) + local_atomic_ns_;
+      c->effect = ModelTime{end};
     } else {
       TransferOutcome o;
       double effect = start;
@@ -692,6 +800,7 @@ class SimDriver final : public dev::Driver {
       c->planes_used = o.planes_used;
       c->planes_failed = o.planes_failed;
       end = o.end_ns;
+      c->effect = ModelTime{o.status == StatusCode::kOk ? effect : start};
       totals->packets += o.packets;
       totals->lost += o.packets_lost;
       totals->corrupted += o.packets_corrupted;
@@ -713,21 +822,59 @@ class SimDriver final : public dev::Driver {
     q.actions.push_back(a);
   }
 
+  // Copies ranges of a transfer's stream (work.h), in increasing order: for a multi-segment
+  // transfer, each range is mapped onto the segments it covers.
+  class StreamCopier {
+   public:
+    explicit StreamCopier(const QueueAction& a) : a_(a) {}
+    void operator()(uint64_t begin, uint64_t end) {
+      if (a_.num_segments == 0) {
+        std::memmove(a_.dst + begin, a_.src + begin, end - begin);
+        return;
+      }
+      while (begin < end && seg_ < a_.num_segments) {
+        const dev::TransferSegment& g = a_.segments[seg_];
+        if (begin >= seg_start_ + g.bytes) {
+          seg_start_ += g.bytes;
+          ++seg_;
+          continue;
+        }
+        const uint64_t in = begin - seg_start_;
+        const uint64_t n = std::min(end, seg_start_ + g.bytes) - begin;
+        std::memmove(a_.dst + g.dst_offset + in, a_.src + g.src_offset + in, n);
+        begin += n;
+      }
+    }
+
+   private:
+    const QueueAction& a_;
+    uint32_t seg_ = 0;
+    uint64_t seg_start_ = 0;  // stream offset of segment seg_
+  };
+
   // Functional work, after the model lock (calling thread).
   void perform(SimQueue& q, const QueueAction& a) {
     switch (a.kind) {
       case QueueAction::Kind::kCopy:
-        std::memmove(a.dst, a.src, a.bytes);
+        if (a.num_segments == 0) {
+          std::memmove(a.dst, a.src, a.bytes);
+        } else {
+          for (uint32_t i = 0; i < a.num_segments; ++i) {
+            const dev::TransferSegment& g = a.segments[i];
+            std::memmove(a.dst + g.dst_offset, a.src + g.src_offset, g.bytes);
+          }
+        }
         break;
       case QueueAction::Kind::kPartialCopy: {
         const uint64_t pb = topo_.packet_bytes;
+        StreamCopier copy(a);
         uint64_t from = 0;
         for (uint32_t i = a.undelivered_begin; i < a.undelivered_end; ++i) {
           const uint64_t lost_begin = static_cast<uint64_t>(q.undelivered[i]) * pb;
-          if (lost_begin > from) std::memmove(a.dst + from, a.src + from, lost_begin - from);
+          if (lost_begin > from) copy(from, lost_begin);
           from = std::min(a.bytes, lost_begin + pb);
         }
-        if (from < a.bytes) std::memmove(a.dst + from, a.src + from, a.bytes - from);
+        if (from < a.bytes) copy(from, a.bytes);
         break;
       }
       case QueueAction::Kind::kBody:
@@ -759,6 +906,8 @@ class SimDriver final : public dev::Driver {
   uint32_t queue_depth_max_ = 0;
   double fabric_issue_ns_ = 0;
   double local_atomic_ns_ = 0;
+  uint32_t max_segments_ = 0;
+  uint32_t segment_header_bytes_ = 0;
 
   std::vector<std::unique_ptr<NpuHbm>> hbm_;
   std::unique_ptr<std::once_flag[]> hbm_once_;

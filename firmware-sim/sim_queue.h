@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "runtime/device/driver.h"
@@ -28,6 +29,8 @@ struct QueueAction {
   uint64_t bytes = 0;
   uint32_t undelivered_begin = 0;  // kPartialCopy: packet indexes in the queue's scratch
   uint32_t undelivered_end = 0;
+  const dev::TransferSegment* segments = nullptr;  // kCopy / kPartialCopy of a multi-segment
+  uint32_t num_segments = 0;                       // transfer: dst, src are the NPUs' bases
   void (*body)(void*) = nullptr;
   void* ctx = nullptr;
   dev::AtomicOp op = dev::AtomicOp::kFetchAdd;
@@ -50,6 +53,8 @@ struct SimQueue {
   std::vector<dev::Completion> batch;  // doorbell scratch
   std::vector<QueueAction> actions;
   std::vector<uint32_t> undelivered;
+  // Per batch entry: its range in `undelivered` (empty when every packet arrived).
+  std::vector<std::pair<uint32_t, uint32_t>> batch_lost;
 
   // Model state (under the driver's model lock).
   uint64_t seq = 0;             // fabric operations issued, for the fault draws
@@ -62,6 +67,15 @@ struct SimQueue {
   std::vector<dev::Completion> done;  // ring of `depth`
   uint64_t done_head = 0, done_tail = 0;
   bool destroyed = false;
+  // Undelivered packets of posted transfers (Driver::completion_undelivered), in work_index
+  // order; records of polled completions are dropped at the next doorbell. Under `mu`.
+  struct LostRecord {
+    uint64_t work_index = 0;
+    uint32_t begin = 0, end = 0;  // range in lost_log
+  };
+  std::vector<LostRecord> lost_records;
+  std::vector<uint32_t> lost_log;
+  uint64_t lost_floor = 0;  // work indexes below it are no longer held
 };
 
 }  // namespace moe::sim
