@@ -27,8 +27,16 @@ namespace {
 struct TlsMemo {
   uint64_t instance_id;
   ThreadCache* cache;
+  CacheBin* bins;  // cache->bins, one load less on the fast paths
 };
-thread_local TlsMemo t_memo{0, nullptr};
+thread_local TlsMemo t_memo{0, nullptr, nullptr};
+
+// Exactness of the remainder test below (see size_classes.cpp for the quotient): with
+// p = n * m, m = ceil(2^44 / d), n = q d + r, n < 2^22, d <= 2^21: the low 44 bits of p
+// are q e + r m with e = m d - 2^44 < d. For r = 0 that is q e < n < 2^22; for r >= 1 it is
+// at least m >= 2^23. So n is a multiple of d exactly when the low 44 bits are below 2^22.
+constexpr uint64_t kLow44 = (uint64_t{1} << 44) - 1;
+constexpr uint64_t kExactBelow = uint64_t{1} << 22;
 
 }  // namespace
 
@@ -55,6 +63,7 @@ GlobalMemory::GlobalMemory(std::unique_ptr<MemCore> core) : core_(std::move(core
   max_slots_ = core_->max_slots;
   num_npus_ = core_->num_npus;
   slab_max_bytes_ = core_->classes.max_bytes();
+  bins_per_npu_ = core_->classes.count();
   records_ = std::make_unique<RecordTable>(*core_);
   caches_ = std::make_unique<CacheRegistry>(*core_);
   instance_id_ = caches_->id();
@@ -76,7 +85,7 @@ ThreadCache* GlobalMemory::thread_cache() {
   if (t_memo.instance_id == instance_id_) [[likely]]
     return t_memo.cache;
   ThreadCache* tc = caches_->attach();
-  t_memo = TlsMemo{instance_id_, tc};
+  t_memo = TlsMemo{instance_id_, tc, tc->bins};
   return tc;
 }
 
@@ -92,16 +101,15 @@ StatusOr<GlobalAddr> GlobalMemory::allocate_local(dev::NpuId npu, uint64_t bytes
                                                   uint64_t alignment) {
   if (bytes - 1 < slab_max_bytes_ && alignment <= 16 && npu < num_npus_) [[likely]] {
     const uint32_t c = core_->classes.index_of(bytes);
-    NpuCache* nc = thread_cache()->npus[npu].load(std::memory_order_relaxed);
-    if (nc) [[likely]] {
-      CacheBin& bin = nc->bins[c];
-      const uint32_t n = bin.count.load(std::memory_order_relaxed);
-      if (n > 0) [[likely]] {
-        const CachedBlock block = bin.items[n - 1];
-        bin.count.store(n - 1, std::memory_order_relaxed);
-        block.state->store(1, std::memory_order_relaxed);
-        return GlobalAddr(block.addr);
-      }
+    if (t_memo.instance_id != instance_id_) [[unlikely]]
+      thread_cache();
+    CacheBin& bin = t_memo.bins[uint64_t{npu} * bins_per_npu_ + c];
+    const uint32_t n = bin.count.load(std::memory_order_relaxed);
+    if (n > 0) [[likely]] {
+      const CachedBlock block = bin.items[n - 1];
+      bin.count.store(n - 1, std::memory_order_relaxed);
+      block.state->store(1, std::memory_order_relaxed);
+      return GlobalAddr(block.addr);
     }
   }
   return allocate_local_slow(npu, bytes, alignment);
@@ -121,10 +129,9 @@ StatusOr<GlobalAddr> GlobalMemory::allocate_local_slow(dev::NpuId npu, uint64_t 
   const uint32_t c = core_->classes.index_of(bytes, std::max<uint64_t>(alignment, 1));
   if (c < core_->classes.count()) {
     ThreadCache* tc = thread_cache();
-    NpuCache* nc = caches_->npu_cache(tc, npu);
-    CacheBin& bin = nc->bins[c];
+    CacheBin& bin = tc->bins[uint64_t{npu} * bins_per_npu_ + c];
     if (bin.count.load(std::memory_order_relaxed) == 0) {
-      Status s = caches_->refill(nc, npu, c);
+      Status s = caches_->refill(tc, npu, c);
       if (!s.ok()) return core_->out_of_memory(npu, bytes, "a small block", s);
     }
     const uint32_t n = bin.count.load(std::memory_order_relaxed);
@@ -201,19 +208,26 @@ Status GlobalMemory::free(GlobalAddr addr) {
   const uintptr_t owner = view_.owner(addr.value >> page_shift_);
   if (owner_tag(owner) == OwnerTag::kSlab) [[likely]] {
     Slab* slab = owner_ptr<Slab>(owner);
-    const SizeClass& sc = *slab->size_class;
     const uint64_t offset = addr.value - slab->base;
     if (offset < page_bytes_) [[likely]] {
-      const uint64_t index = core_->classes.block_index(sc, offset);
-      if (index * sc.bytes == offset && index < sc.blocks_per_slab &&
-          slab->state[index].exchange(0, std::memory_order_acq_rel) == 1) [[likely]] {
-        NpuCache* nc = thread_cache()->npus[slab->npu].load(std::memory_order_relaxed);
-        if (!nc) [[unlikely]]
-          nc = caches_->npu_cache(thread_cache(), slab->npu);
-        CacheBin& bin = nc->bins[slab->class_index];
+      uint64_t index;
+      bool exact;
+      if (slab->use_magic) [[likely]] {
+        const uint64_t p = offset * slab->magic;
+        index = p >> 44;
+        exact = (p & kLow44) < kExactBelow;
+      } else {
+        index = offset / slab->block_bytes;
+        exact = index * slab->block_bytes == offset;
+      }
+      // index <= blocks (the state array has one spare entry that is always 0).
+      if (exact && slab->state[index].exchange(0, std::memory_order_acq_rel) == 1) [[likely]] {
+        if (t_memo.instance_id != instance_id_) [[unlikely]]
+          thread_cache();
+        CacheBin& bin = t_memo.bins[slab->bin_index];
         uint32_t n = bin.count.load(std::memory_order_relaxed);
-        if (n == bin.capacity) [[unlikely]] {
-          caches_->spill(nc, slab->npu, slab->class_index);
+        if (n == bin.capacity) [[unlikely]] {  // full, or not set up yet (capacity 0)
+          caches_->spill(t_memo.cache, slab->npu, slab->class_index);
           n = bin.count.load(std::memory_order_relaxed);
         }
         bin.items[n] = CachedBlock{addr.value, &slab->state[index]};

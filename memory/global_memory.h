@@ -223,6 +223,7 @@ class GlobalMemory {
   uint32_t max_slots_ = 0;
   uint32_t num_npus_ = 0;
   uint64_t slab_max_bytes_ = 0;
+  uint32_t bins_per_npu_ = 0;
   uint64_t instance_id_ = 0;
   std::unique_ptr<MemCore> core_;
   std::unique_ptr<RecordTable> records_;

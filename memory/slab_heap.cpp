@@ -49,7 +49,13 @@ Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
     fresh->class_index = c;
     fresh->npu = npu_;
     fresh->size_class = &sc;
-    fresh->state.reset(new std::atomic<uint8_t>[sc.blocks_per_slab]);
+    fresh->magic = sc.magic;
+    fresh->block_bytes = sc.bytes;
+    fresh->blocks = sc.blocks_per_slab;
+    fresh->use_magic = sc.use_magic;
+    fresh->bin_index = npu_ * core_.classes.count() + c;
+    fresh->state_owned.reset(new std::atomic<uint8_t>[sc.blocks_per_slab + 1]);
+    fresh->state = fresh->state_owned.get();
     fresh->free_stack.reserve(sc.blocks_per_slab);
     slab = fresh.get();
     std::lock_guard<std::mutex> lock(owned_mu_);
@@ -62,7 +68,7 @@ Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
   }
   if (!bin.parked.empty() && bin.parked.back() == slab) bin.parked.pop_back();
   const uint32_t blocks = slab->size_class->blocks_per_slab;
-  for (uint32_t i = 0; i < blocks; ++i) slab->state[i].store(0, std::memory_order_relaxed);
+  for (uint32_t i = 0; i <= blocks; ++i) slab->state[i].store(0, std::memory_order_relaxed);
   slab->base = gpn << core_.page_shift;
   slab->free_stack.clear();
   slab->bump = 0;

@@ -3,11 +3,13 @@
 // to still exists: the handler flushes under that mutex, and an instance removes itself from
 // the map (under the same mutex) before it frees anything, so the two never overlap.
 //
-// Bin sizes: capacity = clamp(MEM_CACHE_BIN_BYTES / class size, 1, MEM_CACHE_BIN_BLOCKS);
-// a refill takes half a bin (at least one block), a spill gives back the upper half.
+// Bin sizes: capacity = clamp(MEM_CACHE_BIN_BYTES / class size, 1, MEM_CACHE_BIN_BLOCKS),
+// set when the thread first touches the NPU; a refill takes half a bin (at least one
+// block), a spill gives back the upper half.
 #include "memory/thread_cache.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -41,7 +43,10 @@ thread_local ThreadExit t_exit;
 
 }  // namespace
 
-CacheRegistry::CacheRegistry(MemCore& core) : core_(core), id_(g_next_id.fetch_add(1)) {
+ThreadCache::~ThreadCache() { std::free(bins); }
+
+CacheRegistry::CacheRegistry(MemCore& core)
+    : core_(core), id_(g_next_id.fetch_add(1)), bins_per_npu_(core.classes.count()) {
   std::lock_guard<std::mutex> lock(g_live_mu);
   live_registries().emplace(id_, this);
 }
@@ -61,8 +66,11 @@ ThreadCache* CacheRegistry::attach() {
     if (id == id_) return tc;
   auto* tc = new ThreadCache();
   tc->instance_id = id_;
-  tc->npus.reset(new std::atomic<NpuCache*>[core_.num_npus]);
-  for (uint32_t i = 0; i < core_.num_npus; ++i) tc->npus[i].store(nullptr, std::memory_order_relaxed);
+  // All-zero bytes are a valid CacheBin (count 0, capacity 0, no items).
+  tc->bins = static_cast<CacheBin*>(
+      std::calloc(uint64_t{core_.num_npus} * bins_per_npu_, sizeof(CacheBin)));
+  MOE_ASSERT(tc->bins != nullptr);
+  tc->storage.resize(core_.num_npus);
   {
     std::lock_guard<std::mutex> lock(caches_mu_);
     caches_.push_back(tc);
@@ -77,44 +85,40 @@ ThreadCache* CacheRegistry::attach() {
   return tc;
 }
 
-NpuCache* CacheRegistry::npu_cache(ThreadCache* tc, dev::NpuId npu) {
-  NpuCache* nc = tc->npus[npu].load(std::memory_order_relaxed);
-  if (nc) return nc;
-  auto fresh = std::make_unique<NpuCache>();
-  const uint32_t classes = core_.classes.count();
-  fresh->bins.reset(new CacheBin[classes]);
+void CacheRegistry::setup_npu(ThreadCache* tc, dev::NpuId npu) {
+  CacheBin* bins = tc->bins + uint64_t{npu} * bins_per_npu_;
+  if (bins[0].capacity != 0) return;
   uint64_t total = 0;
-  for (uint32_t c = 0; c < classes; ++c) {
+  uint32_t caps[kMaxSizeClasses];
+  for (uint32_t c = 0; c < bins_per_npu_; ++c) {
     const uint64_t by_bytes = core_.config.cache_bin_bytes / core_.classes.at(c).bytes;
-    const uint32_t cap = static_cast<uint32_t>(
+    caps[c] = static_cast<uint32_t>(
         std::clamp<uint64_t>(by_bytes, 1, std::max<uint32_t>(1, core_.config.cache_bin_blocks)));
-    fresh->bins[c].capacity = cap;
-    fresh->bins[c].batch = std::max<uint32_t>(1, cap / 2);
-    total += cap;
+    total += caps[c];
   }
-  fresh->storage.reset(new CachedBlock[total]);
+  tc->storage[npu].reset(new CachedBlock[total]);
   uint64_t at = 0;
-  for (uint32_t c = 0; c < classes; ++c) {
-    fresh->bins[c].items = &fresh->storage[at];
-    at += fresh->bins[c].capacity;
+  for (uint32_t c = 0; c < bins_per_npu_; ++c) {
+    bins[c].items = &tc->storage[npu][at];
+    bins[c].capacity = caps[c];
+    at += caps[c];
   }
-  nc = fresh.get();
-  tc->owned.push_back(std::move(fresh));
-  tc->npus[npu].store(nc, std::memory_order_release);
-  return nc;
 }
 
-Status CacheRegistry::refill(NpuCache* nc, dev::NpuId npu, uint32_t c) {
-  CacheBin& bin = nc->bins[c];
+Status CacheRegistry::refill(ThreadCache* tc, dev::NpuId npu, uint32_t c) {
+  setup_npu(tc, npu);
+  CacheBin& bin = tc->bins[uint64_t{npu} * bins_per_npu_ + c];
   const uint32_t n = bin.count.load(std::memory_order_relaxed);
+  const uint32_t batch = std::max<uint32_t>(1, bin.capacity / 2);
   uint32_t got = 0;
-  MOE_TRY(core_.slabs[npu]->take(c, std::min(bin.batch, bin.capacity - n), bin.items + n, &got));
+  MOE_TRY(core_.slabs[npu]->take(c, std::min(batch, bin.capacity - n), bin.items + n, &got));
   bin.count.store(n + got, std::memory_order_relaxed);
   return ok_status();
 }
 
-void CacheRegistry::spill(NpuCache* nc, dev::NpuId npu, uint32_t c) {
-  CacheBin& bin = nc->bins[c];
+void CacheRegistry::spill(ThreadCache* tc, dev::NpuId npu, uint32_t c) {
+  setup_npu(tc, npu);
+  CacheBin& bin = tc->bins[uint64_t{npu} * bins_per_npu_ + c];
   const uint32_t n = bin.count.load(std::memory_order_relaxed);
   const uint32_t keep = bin.capacity / 2;
   if (n <= keep) return;
@@ -124,10 +128,9 @@ void CacheRegistry::spill(NpuCache* nc, dev::NpuId npu, uint32_t c) {
 
 void CacheRegistry::flush(ThreadCache* tc) {
   for (uint32_t npu = 0; npu < core_.num_npus; ++npu) {
-    NpuCache* nc = tc->npus[npu].load(std::memory_order_relaxed);
-    if (!nc) continue;
-    for (uint32_t c = 0; c < core_.classes.count(); ++c) {
-      CacheBin& bin = nc->bins[c];
+    if (!tc->storage[npu]) continue;
+    for (uint32_t c = 0; c < bins_per_npu_; ++c) {
+      CacheBin& bin = tc->bins[uint64_t{npu} * bins_per_npu_ + c];
       const uint32_t n = bin.count.load(std::memory_order_relaxed);
       if (n == 0) continue;
       core_.slabs[npu]->give_back(c, bin.items, n);
@@ -154,11 +157,9 @@ uint64_t CacheRegistry::cached_bytes(dev::NpuId npu) {
   std::lock_guard<std::mutex> lock(caches_mu_);
   uint64_t bytes = 0;
   for (ThreadCache* tc : caches_) {
-    NpuCache* nc = tc->npus[npu].load(std::memory_order_acquire);
-    if (!nc) continue;
-    for (uint32_t c = 0; c < core_.classes.count(); ++c)
-      bytes += uint64_t{nc->bins[c].count.load(std::memory_order_relaxed)} *
-               core_.classes.at(c).bytes;
+    const CacheBin* bins = tc->bins + uint64_t{npu} * bins_per_npu_;
+    for (uint32_t c = 0; c < bins_per_npu_; ++c)
+      bytes += uint64_t{bins[c].count.load(std::memory_order_relaxed)} * core_.classes.at(c).bytes;
   }
   return bytes;
 }

@@ -40,24 +40,22 @@ class MemCore;
 
 struct CacheBin {
   std::atomic<uint32_t> count{0};  // written by the owner thread only
-  uint32_t capacity = 0;
-  uint32_t batch = 0;  // blocks taken from the heap per refill
+  uint32_t capacity = 0;           // 0: the bin's NPU is not set up in this cache yet
   CachedBlock* items = nullptr;
-};
-
-struct NpuCache {
-  std::unique_ptr<CacheBin[]> bins;  // one per size class
-  std::unique_ptr<CachedBlock[]> storage;
 };
 
 inline constexpr uint64_t kIdleEpoch = ~uint64_t{0};
 
 struct ThreadCache {
   uint64_t instance_id = 0;
-  std::unique_ptr<std::atomic<NpuCache*>[]> npus;  // by NPU, created on first use
-  std::vector<std::unique_ptr<NpuCache>> owned;
+  // Every bin of every NPU in one flat array, [npu * classes + class], so the fast paths
+  // reach a bin in one load. calloc'd: bins of NPUs this thread never touches cost no
+  // host memory.
+  CacheBin* bins = nullptr;
+  std::vector<std::unique_ptr<CachedBlock[]>> storage;  // by NPU, once set up
   std::atomic<uint64_t> reader_epoch{kIdleEpoch};
   uint32_t read_depth = 0;
+  ~ThreadCache();
 };
 
 class CacheRegistry {
@@ -70,13 +68,13 @@ class CacheRegistry {
   uint64_t id() const { return id_; }
   // The calling thread's cache for this instance (created on first use).
   ThreadCache* attach();
-  // The calling thread's cache for one NPU (created on first use).
-  NpuCache* npu_cache(ThreadCache* tc, dev::NpuId npu);
+  // Bins per NPU in ThreadCache::bins (the number of size classes).
+  uint32_t bins_per_npu() const { return bins_per_npu_; }
 
   // Slow paths of the fast paths: refill an empty bin (at least one block on success) and
-  // make room in a full one.
-  Status refill(NpuCache* nc, dev::NpuId npu, uint32_t c);
-  void spill(NpuCache* nc, dev::NpuId npu, uint32_t c);
+  // make room in a full one; both set the NPU's bins up on first use.
+  Status refill(ThreadCache* tc, dev::NpuId npu, uint32_t c);
+  void spill(ThreadCache* tc, dev::NpuId npu, uint32_t c);
   // Gives every block cached by the calling thread back to the heaps.
   void flush_current();
 
@@ -101,9 +99,11 @@ class CacheRegistry {
 
  private:
   void flush(ThreadCache* tc);
+  void setup_npu(ThreadCache* tc, dev::NpuId npu);
 
   MemCore& core_;
   const uint64_t id_;
+  const uint32_t bins_per_npu_;
   std::atomic<uint64_t> epoch_{1};
   std::mutex caches_mu_;
   std::vector<ThreadCache*> caches_;
