@@ -1,15 +1,19 @@
 // Fabric timing model (see fabric_model.h for the model itself).
 //
-// Speed: one decode step of DeepSeek-V3 on 384 NPUs is ~12 million transfers, so the hot
-// path is a few array loads per hop: each port is one cache line (timing and counters),
-// routes are three table lookups (source uplink, switch path, destination downlink) into
-// tables that fit in cache, and the fault machinery is skipped entirely while no fault that
-// can touch a path is active.
+// Speed: one decode step of DeepSeek-V3 on 384 NPUs is ~12 million transfers. On the
+// presets every plane has the same shape, so a transfer striped over all planes is one flow
+// over plane bundles: a route is three table lookups (source uplink bundle, switch path,
+// destination downlink bundle), a hop is one busy-period update plus per-plane counters,
+// and non-blocking switch hops only add latency. The per-plane path (masks, faults, small
+// transfers, asymmetric topologies) is the same arithmetic done plane by plane. Nothing in
+// the fault machinery runs while no fault that can touch a path is active.
 #include "firmware-sim/fabric_model.h"
 
 #include <algorithm>
 #include <bit>
 #include <deque>
+#include <map>
+#include <tuple>
 
 namespace moe::sim {
 
@@ -29,20 +33,13 @@ Status FabricModel::build() {
     return make_error(StatusCode::kUnsupported, "fabric: %u planes (1..%u supported)", P,
                       dev::kMaxPlanes);
   num_planes_ = P;
-  all_planes_ = P == 32 ? ~0u : ((1u << P) - 1);
-  ports_.resize(topo_.links.size() * 2);
-  port_lost_.assign(ports_.size(), 0);
-  port_corrupted_.assign(ports_.size(), 0);
+  all_planes_ = (1u << P) - 1;
+  const size_t num_ports = topo_.links.size() * 2;
   for (const dev::LinkDesc& l : topo_.links) {
     if (!(l.bandwidth_gbps > 0) || !(l.latency_ns >= 0) || l.plane >= P)
       return make_error(StatusCode::kUnsupported,
                         "fabric: link %u has bandwidth %g GB/s, latency %g ns, plane %u", l.id,
                         l.bandwidth_gbps, l.latency_ns, l.plane);
-    for (int dir = 0; dir < 2; ++dir) {
-      Port& p = ports_[2 * l.id + dir];
-      p.ns_per_byte = 1.0 / l.bandwidth_gbps;
-      p.latency_ns = l.latency_ns;
-    }
   }
   // Switch indexes within their plane.
   plane_switches_.assign(P, 0);
@@ -53,12 +50,11 @@ Status FabricModel::build() {
                         sw.plane, P);
     local[sw.id] = plane_switches_[sw.plane]++;
   }
-  // NPU attachments.
+  // NPU attachments and the switch graph of each plane: (neighbour, port towards it).
   up_port_.assign(static_cast<size_t>(N) * P, kNoPath);
   down_port_.assign(static_cast<size_t>(N) * P, kNoPath);
   attach_.assign(static_cast<size_t>(N) * P, kNoPath);
   npu_planes_.assign(N, 0);
-  // Switch adjacency per plane: (neighbour local index, port leaving towards it).
   std::vector<std::vector<std::vector<std::pair<uint32_t, uint32_t>>>> adj(P);
   for (uint32_t p = 0; p < P; ++p) adj[p].resize(plane_switches_[p]);
   for (const dev::LinkDesc& l : topo_.links) {
@@ -102,9 +98,8 @@ Status FabricModel::build() {
     plane_path_base_[p] = static_cast<uint32_t>(total);
     total += static_cast<size_t>(plane_switches_[p]) * plane_switches_[p];
   }
-  switch_paths_.assign(total, SwitchPath{0, kNoPath});
-  std::vector<uint32_t> parent_port, parent, dist;
-  std::vector<uint32_t> hops_rev;
+  switch_paths_.assign(total, SwitchPath{});
+  std::vector<uint32_t> parent_port, parent, dist, hops_rev;
   for (uint32_t p = 0; p < P; ++p) {
     const uint32_t S = plane_switches_[p];
     for (uint32_t a = 0; a < S; ++a) {
@@ -114,7 +109,7 @@ Status FabricModel::build() {
       std::deque<uint32_t> frontier{a};
       dist[a] = 0;
       while (!frontier.empty()) {
-        uint32_t u = frontier.front();
+        const uint32_t u = frontier.front();
         frontier.pop_front();
         for (auto [v, port] : adj[p][u]) {
           if (dist[v] != kNoPath) continue;
@@ -140,8 +135,181 @@ Status FabricModel::build() {
       }
     }
   }
+  // Ports start as bundles of their own; detect_symmetry() groups them across planes.
+  port_bundle_.resize(num_ports);
+  port_lane_.assign(num_ports, 0);
+  bundles_.resize(num_ports);
+  for (const dev::LinkDesc& l : topo_.links)
+    for (uint32_t dir = 0; dir < 2; ++dir) {
+      const uint32_t port = 2 * l.id + dir;
+      port_bundle_[port] = port;
+      bundles_[port].ns_per_byte = 1.0 / l.bandwidth_gbps;
+      bundles_[port].latency_ns = l.latency_ns;
+    }
+  // Non-blocking switch-to-switch ports: bandwidth >= what can enter its source switch
+  // (other than back from its destination), or >= what can leave its destination switch
+  // (other than back to its source).
+  {
+    const size_t V = N + topo_.switches.size();
+    std::vector<double> attached_bw(V, 0);
+    auto vertex = [&](const dev::Endpoint& e) {
+      return e.kind == dev::EndpointKind::kNpu ? e.id : N + e.id;
+    };
+    for (const dev::LinkDesc& l : topo_.links) {
+      attached_bw[vertex(l.a)] += l.bandwidth_gbps;
+      attached_bw[vertex(l.b)] += l.bandwidth_gbps;
+    }
+    for (const dev::LinkDesc& l : topo_.links) {
+      if (l.a.kind != dev::EndpointKind::kSwitch || l.b.kind != dev::EndpointKind::kSwitch)
+        continue;
+      for (uint32_t dir = 0; dir < 2; ++dir) {
+        const uint32_t from = vertex(dir == 0 ? l.a : l.b), to = vertex(dir == 0 ? l.b : l.a);
+        const double feeders = attached_bw[from] - l.bandwidth_gbps;
+        const double drains = attached_bw[to] - l.bandwidth_gbps;
+        const double cap = l.bandwidth_gbps * (1 + 1e-9);
+        bundles_[2 * l.id + dir].nonblocking = cap >= feeders || cap >= drains;
+      }
+    }
+  }
+  detect_symmetry();
+  const size_t stride = symmetric_ ? num_planes_ : 1;
+  lane_period_.assign(bundles_.size() * stride, Period{});
+  lane_bytes_.assign(bundles_.size() * stride, 0);
+  lane_packets_.assign(bundles_.size() * stride, 0);
+  lane_lost_.assign(bundles_.size() * stride, 0);
+  lane_corrupted_.assign(bundles_.size() * stride, 0);
   rotation_.assign(N, 0);
   return ok_status();
+}
+
+// Groups the ports at the same position on every plane into bundles, when every plane has
+// the same shape: every NPU on every plane, switches matching by (level, node) at the same
+// index, equal links, and the same switch paths. Otherwise ports stay single-lane bundles.
+void FabricModel::detect_symmetry() {
+  const uint32_t P = num_planes_;
+  const uint32_t N = topo_.num_npus();
+  symmetric_ = false;
+  if (P < 2) return;
+  for (uint32_t n = 0; n < N; ++n)
+    if (npu_planes_[n] != all_planes_) return;
+  for (uint32_t p = 1; p < P; ++p)
+    if (plane_switches_[p] != plane_switches_[0]) return;
+  // Switch signature by (plane, local index).
+  std::vector<std::vector<std::pair<int, uint32_t>>> signature(P);
+  for (const dev::SwitchDesc& sw : topo_.switches)
+    signature[sw.plane].push_back({static_cast<int>(sw.level), sw.node});
+  for (uint32_t p = 1; p < P; ++p)
+    if (signature[p] != signature[0]) return;
+  // Local index of each switch again (its order within its plane).
+  std::vector<uint32_t> local(topo_.switches.size());
+  std::vector<uint32_t> count(P, 0);
+  for (const dev::SwitchDesc& sw : topo_.switches) local[sw.id] = count[sw.plane]++;
+  // Bundle key of a port: (kind, a, b): NPU up (0, npu), NPU down (1, npu), switch (2, from, to).
+  std::map<std::tuple<int, uint32_t, uint32_t>, uint32_t> bundle_of_key;
+  std::vector<uint32_t> bundle(port_bundle_.size(), kNoPath), lane(port_bundle_.size(), 0);
+  std::vector<uint32_t> lanes_seen;  // per bundle: mask of planes
+  std::vector<uint32_t> first_port;
+  for (const dev::LinkDesc& l : topo_.links) {
+    for (uint32_t dir = 0; dir < 2; ++dir) {
+      const dev::Endpoint& from = dir == 0 ? l.a : l.b;
+      const dev::Endpoint& to = dir == 0 ? l.b : l.a;
+      std::tuple<int, uint32_t, uint32_t> key;
+      if (from.kind == dev::EndpointKind::kNpu) key = {0, from.id, 0};
+      else if (to.kind == dev::EndpointKind::kNpu) key = {1, to.id, 0};
+      else key = {2, local[from.id], local[to.id]};
+      auto [it, fresh] = bundle_of_key.emplace(key, static_cast<uint32_t>(lanes_seen.size()));
+      if (fresh) {
+        lanes_seen.push_back(0);
+        first_port.push_back(2 * l.id + dir);
+      }
+      const uint32_t b = it->second;
+      if (lanes_seen[b] & (1u << l.plane)) return;  // two ports of one bundle on one plane
+      lanes_seen[b] |= 1u << l.plane;
+      const Bundle& ref = bundles_[first_port[b]];
+      const Bundle& mine = bundles_[2 * l.id + dir];
+      if (ref.ns_per_byte != mine.ns_per_byte || ref.latency_ns != mine.latency_ns ||
+          ref.nonblocking != mine.nonblocking)
+        return;
+      bundle[2 * l.id + dir] = b;
+      lane[2 * l.id + dir] = l.plane;
+    }
+  }
+  for (uint32_t seen : lanes_seen)
+    if (seen != all_planes_) return;
+  // Same switch paths, bundle by bundle, on every plane.
+  const uint32_t S = plane_switches_[0];
+  for (uint32_t a = 0; a < S; ++a)
+    for (uint32_t b = 0; b < S; ++b) {
+      const SwitchPath& ref = switch_paths_[plane_path_base_[0] + a * S + b];
+      for (uint32_t p = 1; p < P; ++p) {
+        const SwitchPath& sp = switch_paths_[plane_path_base_[p] + a * S + b];
+        if (sp.hops != ref.hops) return;
+        if (sp.hops == kNoPath) continue;
+        for (uint32_t h = 0; h < sp.hops; ++h)
+          if (bundle[path_ports_[sp.offset + h]] != bundle[path_ports_[ref.offset + h]]) return;
+      }
+    }
+  for (uint32_t n = 0; n < N; ++n)
+    for (uint32_t p = 1; p < P; ++p)
+      if (attach_[static_cast<size_t>(n) * P + p] != attach_[static_cast<size_t>(n) * P]) return;
+  // Symmetric: rebuild the bundle table.
+  std::vector<Bundle> grouped(lanes_seen.size());
+  for (size_t b = 0; b < grouped.size(); ++b) {
+    grouped[b] = bundles_[first_port[b]];
+    grouped[b].uniform = 1;
+  }
+  bundles_ = std::move(grouped);
+  port_bundle_ = bundle;
+  port_lane_ = lane;
+  up_bundle_.resize(N);
+  down_bundle_.resize(N);
+  attach0_.resize(N);
+  for (uint32_t n = 0; n < N; ++n) {
+    attach0_[n] = attach_[static_cast<size_t>(n) * P];
+    up_bundle_[n] = port_bundle_[up_port_[static_cast<size_t>(n) * P]];
+    down_bundle_[n] = port_bundle_[down_port_[static_cast<size_t>(n) * P]];
+  }
+  path_bundles_.resize(path_ports_.size());
+  for (size_t i = 0; i < path_ports_.size(); ++i) path_bundles_[i] = port_bundle_[path_ports_[i]];
+  symmetric_ = true;
+}
+
+double FabricModel::serve(Period& p, double arrive, double dur, double* start) {
+  if (arrive >= p.until) {  // the port is idle: a new busy period
+    p.start = arrive;
+    p.until = arrive + dur;
+    p.work = dur;
+    *start = arrive;
+    return arrive + dur;
+  }
+  const double length = p.until - p.start;
+  if (arrive >= p.start && p.work >= length) {  // a fully busy period: queue at its end
+    *start = p.until;
+    p.until += dur;
+    p.work += dur;
+    return p.until;
+  }
+  // Arrives during (or before) the current period: use the idle time before the period and
+  // the period's idle time after the arrival (assumed spread evenly), then extend it.
+  const double before = std::max(0.0, p.start - arrive);
+  const double from = std::max(arrive, p.start);
+  const double idle = std::max(0.0, length - p.work);
+  const double idle_after = length > 0 ? idle * (p.until - from) / length : 0.0;
+  const double usable = before + idle_after;
+  double finish;
+  if (dur <= before) {
+    finish = arrive + dur;
+  } else if (dur <= usable) {
+    // Served in the period's gaps, at the rate the period leaves idle.
+    finish = std::min(p.until, from + (dur - before) * (p.until - from) / idle_after);
+  } else {
+    finish = p.until + (dur - usable);
+  }
+  *start = usable > 0 ? arrive : p.until;
+  p.until = std::max(p.until, finish);
+  p.start = std::min(p.start, arrive);
+  p.work += dur;
+  return finish;
 }
 
 bool FabricModel::route(dev::NpuId src, dev::NpuId dst, dev::PlaneId plane, Route* out) const {
@@ -165,7 +333,7 @@ double FabricModel::route_latency_ns(dev::NpuId src, dev::NpuId dst) const {
   for (dev::PlaneId p = 0; p < num_planes_; ++p) {
     if (!route(src, dst, p, &r)) continue;
     double lat = 0;
-    for (uint32_t h = 0; h < r.hops; ++h) lat += ports_[r.ports[h]].latency_ns;
+    for (uint32_t h = 0; h < r.hops; ++h) lat += bundles_[port_bundle_[r.ports[h]]].latency_ns;
     return lat;
   }
   return 0;
@@ -177,54 +345,123 @@ bool FabricModel::route_down_at(const Route& r, double t, const FaultTable& faul
   return false;
 }
 
-double FabricModel::reserve(Port& p, double earliest, double dur) {
-  if (earliest >= p.busy_until) {
-    if (earliest > p.busy_until) {
-      p.gap_start = p.busy_until;
-      p.gap_end = earliest;
-    }
-    p.busy_until = earliest + dur;
-    return earliest;
-  }
-  const double in_gap = std::max(earliest, p.gap_start);
-  if (in_gap + dur <= p.gap_end) {
-    p.gap_start = in_gap + dur;
-    return in_gap;
-  }
-  const double start = p.busy_until;
-  p.busy_until = start + dur;
-  return start;
+PortCounters FabricModel::port_counters(uint32_t port) const {
+  const size_t stride = symmetric_ ? num_planes_ : 1;
+  const size_t i = port_bundle_[port] * stride + port_lane_[port];
+  const Bundle& b = bundles_[port_bundle_[port]];
+  const uint64_t bytes = lane_bytes_[i] + b.all_lanes_bytes;
+  return PortCounters{bytes, lane_packets_[i] + b.all_lanes_packets, lane_lost_[i],
+                      lane_corrupted_[i], static_cast<double>(bytes) * b.ns_per_byte};
 }
 
-PortCounters FabricModel::port_counters(uint32_t port) const {
-  const Port& p = ports_[port];
-  return PortCounters{p.bytes, p.packets, port_lost_[port], port_corrupted_[port], p.busy_ns};
+FabricModel::Period& FabricModel::lane_period(uint32_t port) {
+  const uint32_t b = port_bundle_[port];
+  Bundle& bundle = bundles_[b];
+  if (!symmetric_) return lane_period_[b];
+  Period* lanes = &lane_period_[static_cast<size_t>(b) * num_planes_];
+  if (bundle.uniform) {  // split the common state into per-plane states
+    for (uint32_t p = 0; p < num_planes_; ++p) lanes[p] = bundle.shared;
+    bundle.uniform = 0;
+  }
+  return lanes[port_lane_[port]];
 }
 
 double FabricModel::run_flow(const Route& r, double ready, uint64_t wire_bytes, uint32_t n,
                              double* hop_start) {
   const double w = static_cast<double>(wire_bytes);
-  Port& first = ports_[r.ports[0]];
-  double dur = w * first.ns_per_byte;
-  double start = reserve(first, ready, dur);
-  double tail = start + dur;
-  first.bytes += wire_bytes;
-  first.packets += n;
-  first.busy_ns += dur;
-  if (hop_start != nullptr) hop_start[0] = start;
-  double lat = first.latency_ns;
-  for (uint32_t h = 1; h < r.hops; ++h) {
-    Port& p = ports_[r.ports[h]];
-    dur = w * p.ns_per_byte;
-    start = reserve(p, start + lat, dur);
-    tail = std::max(start + dur, tail + lat);
-    p.bytes += wire_bytes;
-    p.packets += n;
-    p.busy_ns += dur;
+  const size_t stride = symmetric_ ? num_planes_ : 1;
+  double start = ready, tail = ready, lat = 0;
+  for (uint32_t h = 0; h < r.hops; ++h) {
+    const uint32_t port = r.ports[h];
+    const Bundle& b = bundles_[port_bundle_[port]];
+    const double dur = w * b.ns_per_byte;
+    const double arrive = start + lat;
+    double finish;
+    if (b.nonblocking) {
+      start = arrive;
+      finish = arrive + dur;
+    } else {
+      finish = serve(lane_period(port), arrive, dur, &start);
+    }
+    tail = h == 0 ? finish : std::max(finish, tail + lat);
+    const size_t i = port_bundle_[port] * stride + port_lane_[port];
+    lane_bytes_[i] += wire_bytes;
+    lane_packets_[i] += n;
     if (hop_start != nullptr) hop_start[h] = start;
-    lat = p.latency_ns;
+    lat = b.latency_ns;
   }
   return tail + lat;
+}
+
+double FabricModel::run_striped(dev::NpuId src, dev::NpuId dst, double ready,
+                                const Stripe& st) {
+  const uint32_t P = num_planes_;
+  // The common state advances by the average plane's share; the flow ends with its most
+  // loaded plane (at most one packet more).
+  const double avg = static_cast<double>(st.total_wire) / P;
+  // The most loaded plane: one with an extra packet, unless the only one also carries the
+  // short last packet.
+  const double max_lane = static_cast<double>(
+      st.num_extra == 0   ? st.base_bytes
+      : st.num_extra == 1 ? st.base_bytes + st.packet_wire - st.short_bytes
+                          : st.base_bytes + st.packet_wire);
+  const double extra = std::max(0.0, max_lane - avg);
+  const uint32_t S = plane_switches_[0];
+  const SwitchPath& sp = switch_paths_[attach0_[src] * S + attach0_[dst]];
+  const uint32_t hops = sp.hops + 2;
+  double start = ready, tail = ready, lat = 0, extra_ns = 0;
+  for (uint32_t h = 0; h < hops; ++h) {
+    const uint32_t bi = h == 0          ? up_bundle_[src]
+                        : h == hops - 1 ? down_bundle_[dst]
+                                        : path_bundles_[sp.offset + h - 1];
+    Bundle& b = bundles_[bi];
+    b.all_lanes_bytes += st.base_bytes;
+    b.all_lanes_packets += st.base_packets;
+    if (st.num_extra > 0 || st.short_bytes > 0) {
+      uint64_t* bytes = &lane_bytes_[static_cast<size_t>(bi) * P];
+      uint64_t* packets = &lane_packets_[static_cast<size_t>(bi) * P];
+      for (uint32_t e = 0; e < st.num_extra; ++e) {
+        bytes[st.extra_lanes[e]] += st.packet_wire;
+        packets[st.extra_lanes[e]] += 1;
+      }
+      bytes[st.short_lane] -= st.short_bytes;
+    }
+    const double dur = avg * b.ns_per_byte;
+    const double arrive = start + lat;
+    double finish;
+    if (b.nonblocking) {
+      start = arrive;
+      finish = arrive + dur;
+    } else if (b.uniform) {
+      finish = serve(b.shared, arrive, dur, &start);
+    } else {
+      Period* lanes = &lane_period_[static_cast<size_t>(bi) * P];
+      double busy_until = 0;
+      for (uint32_t p = 0; p < P; ++p) busy_until = std::max(busy_until, lanes[p].until);
+      if (arrive >= busy_until) {  // every plane idle: merge back into one state
+        b.uniform = 1;
+        b.shared = Period{};
+        finish = serve(b.shared, arrive, dur, &start);
+      } else {
+        start = 0;
+        finish = 0;
+        for (uint32_t p = 0; p < P; ++p) {
+          uint64_t lane_wire = st.base_bytes - (p == st.short_lane ? st.short_bytes : 0);
+          for (uint32_t e = 0; e < st.num_extra; ++e)
+            if (st.extra_lanes[e] == p) lane_wire += st.packet_wire;
+          double s = 0;
+          const double f =
+              serve(lanes[p], arrive, static_cast<double>(lane_wire) * b.ns_per_byte, &s);
+          start = std::max(start, s);
+          finish = std::max(finish, f);
+        }
+      }
+    }
+    extra_ns = std::max(extra_ns, extra * b.ns_per_byte);
+    tail = h == 0 ? finish : std::max(finish, tail + lat);
+    lat = b.latency_ns;
+  }
+  return tail + lat + extra_ns;
 }
 
 void FabricModel::flow_fates(const Route& r, dev::PlaneId plane, const double* hop_start,
@@ -232,20 +469,24 @@ void FabricModel::flow_fates(const Route& r, dev::PlaneId plane, const double* h
                              uint32_t stride, uint32_t queue, uint64_t seq, FaultTable& faults,
                              TransferOutcome* out, std::vector<uint32_t>* undelivered) {
   const double packet_wire = static_cast<double>(wire_bytes) / n;
+  const size_t lane_stride = symmetric_ ? num_planes_ : 1;
   double packet_ns[kMaxHops], link_at[kMaxHops];
+  size_t lane_index[kMaxHops];
   for (uint32_t h = 0; h < r.hops; ++h) {
-    packet_ns[h] = packet_wire * ports_[r.ports[h]].ns_per_byte;
+    packet_ns[h] = packet_wire * bundles_[port_bundle_[r.ports[h]]].ns_per_byte;
     link_at[h] = faults.link_down_at(r.ports[h] / 2);
+    lane_index[h] = port_bundle_[r.ports[h]] * lane_stride + port_lane_[r.ports[h]];
   }
   const double plane_at = faults.plane_down_at(plane);
   const std::vector<PacketFault>& pf = faults.packet_faults();
-  // For each packet fault, the hop it applies to on this route (-1: not on it).
+  // For each packet fault, the hop it applies to on this route (-1: not on it; -2: every
+  // link, the hop drawn per packet).
   int fault_hop[32];
   const size_t nf = std::min<size_t>(pf.size(), 32);
   for (size_t f = 0; f < nf; ++f) {
     fault_hop[f] = -1;
     if (pf[f].link == dev::kInvalidId) {
-      fault_hop[f] = -2;  // every link: chosen per packet
+      fault_hop[f] = -2;
     } else {
       for (uint32_t h = 0; h < r.hops; ++h)
         if (r.ports[h] / 2 == pf[f].link) fault_hop[f] = static_cast<int>(h);
@@ -270,7 +511,7 @@ void FabricModel::flow_fates(const Route& r, dev::PlaneId plane, const double* h
       int hop = fault_hop[f];
       if (hop == -1) continue;
       if (hop == -2) {
-        double pick = faults.draw(pf[f].id, queue, seq ^ (1ull << 63), g);
+        const double pick = faults.draw(pf[f].id, queue, seq ^ (1ull << 63), g);
         hop = std::min<int>(static_cast<int>(pick * r.hops), static_cast<int>(r.hops) - 1);
       }
       if (hop_start[hop] + i * packet_ns[hop] < pf[f].at_ns) continue;
@@ -289,15 +530,15 @@ void FabricModel::flow_fates(const Route& r, dev::PlaneId plane, const double* h
     undelivered->push_back(g);
     if (corrupt_hop >= 0) {
       ++out->packets_corrupted;
-      ++port_corrupted_[r.ports[corrupt_hop]];
+      ++lane_corrupted_[lane_index[corrupt_hop]];
       ++faults.counters.packets_corrupted;
       continue;
     }
     ++out->packets_lost;
-    ++port_lost_[r.ports[lost_hop]];
+    ++lane_lost_[lane_index[lost_hop]];
     for (uint32_t h = static_cast<uint32_t>(lost_hop) + 1; h < r.hops; ++h) {
-      ports_[r.ports[h]].packets -= 1;
-      ports_[r.ports[h]].bytes -= per_packet_bytes;
+      lane_packets_[lane_index[h]] -= 1;
+      lane_bytes_[lane_index[h]] -= per_packet_bytes;
     }
     if (kind == kLossDrop)
       ++faults.counters.packets_dropped;
@@ -314,15 +555,45 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   const uint64_t header = topo_.packet_header_bytes;
   const uint64_t packets = (q.bytes + pb - 1) / pb;
   if (packets == 0) return;
+  const uint64_t short_bytes = packets * pb - q.bytes;
   const bool faulty = faults.any_path_fault();
-  uint32_t usable = q.plane_mask & all_planes_ & npu_planes_[q.src] & npu_planes_[q.dst];
+  const uint32_t usable = q.plane_mask & all_planes_ & npu_planes_[q.src] & npu_planes_[q.dst];
+
+  // Fast path: striped over every plane of a symmetric topology, no faults.
+  if (symmetric_ && !faulty && usable == all_planes_ && packets >= num_planes_ &&
+      q.extra_wire_bytes == 0) {
+    const uint32_t k = num_planes_;
+    const uint32_t start = static_cast<uint32_t>(rotation_[q.src] % k);
+    rotation_[q.src] += packets;
+    Stripe st;
+    st.base_packets = packets / k;
+    st.packet_wire = pb + header;
+    st.base_bytes = st.base_packets * st.packet_wire;
+    const uint32_t extra = static_cast<uint32_t>(packets - st.base_packets * k);
+    // Slot j (packets j, j+k, ...) travels on plane (start + j) mod k.
+    uint32_t plane = start;
+    for (uint32_t j = 0; j < extra; ++j) {
+      st.extra_lanes[j] = plane;
+      plane = plane + 1 == k ? 0 : plane + 1;
+    }
+    st.num_extra = extra;
+    const uint32_t last_slot = extra == 0 ? k - 1 : extra - 1;
+    st.short_lane = start + last_slot >= k ? start + last_slot - k : start + last_slot;
+    st.short_bytes = short_bytes;
+    st.total_wire = q.bytes + packets * header;
+    out->packets = static_cast<uint32_t>(packets);
+    out->planes_used = all_planes_;
+    out->end_ns = run_striped(q.src, q.dst, q.ready_ns, st);
+    now_ns_ = std::max(now_ns_, out->end_ns);
+    return;
+  }
+
   Route routes[dev::kMaxPlanes];
   dev::PlaneId plane_of[dev::kMaxPlanes];
   uint32_t k = 0;
   bool plane_down = false, link_down = false;
-  while (usable != 0) {
-    const dev::PlaneId p = static_cast<dev::PlaneId>(std::countr_zero(usable));
-    usable &= usable - 1;
+  for (uint32_t rest = usable; rest != 0; rest &= rest - 1) {
+    const dev::PlaneId p = static_cast<dev::PlaneId>(std::countr_zero(rest));
     if (faulty && faults.plane_down_at(p) <= q.ready_ns) {
       plane_down = true;
       continue;
@@ -344,17 +615,15 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   const uint64_t start = rotation_[q.src] % k;
   rotation_[q.src] += packets;
   const uint64_t used = std::min<uint64_t>(k, packets);
-  const uint64_t base = packets / k, extra = packets % k;
-  const uint64_t last_slot = (packets - 1) % k;
-  const uint64_t short_bytes = packets * pb - q.bytes;
+  const uint64_t base = packets / k, extra = packets % k, last_slot = (packets - 1) % k;
   double end = q.ready_ns;
   uint64_t extra_left = q.extra_wire_bytes;
   for (uint64_t j = 0; j < used; ++j) {
     const uint64_t idx = (start + j) % k;
     const uint64_t n = base + (j < extra ? 1 : 0);
-    const uint64_t extra = j + 1 == used ? extra_left : q.extra_wire_bytes * n / packets;
-    extra_left -= extra;
-    const uint64_t wire = n * (pb + header) - (j == last_slot ? short_bytes : 0) + extra;
+    const uint64_t sub_headers = j + 1 == used ? extra_left : q.extra_wire_bytes * n / packets;
+    extra_left -= sub_headers;
+    const uint64_t wire = n * (pb + header) - (j == last_slot ? short_bytes : 0) + sub_headers;
     double flow_end;
     if (!faulty) {
       flow_end = run_flow(routes[idx], q.ready_ns, wire, static_cast<uint32_t>(n), nullptr);
@@ -402,7 +671,7 @@ void FabricModel::atomic(dev::NpuId src, dev::NpuId dst, dev::PlaneId plane, dou
   out->packets = 1;
   out->planes_used = 1u << plane;
   double hop_start[kMaxHops];
-  double arrive = run_flow(request, ready_ns, wire, 1, hop_start);
+  const double arrive = run_flow(request, ready_ns, wire, 1, hop_start);
   if (faulty) {
     std::vector<uint32_t> lost;
     flow_fates(request, plane, hop_start, wire, 1, 0, 1, queue, seq, faults, out, &lost);

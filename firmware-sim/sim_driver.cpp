@@ -68,6 +68,7 @@ class SimDriver final : public dev::Driver {
         std::clamp<int64_t>(options::kMaxTransferSegments.get(), 0, 1 << 24));
     segment_header_bytes_ = static_cast<uint32_t>(
         std::clamp<int64_t>(options::kSegmentHeaderBytes.get(), 0, 1 << 16));
+    planes_mask_ = topo_.num_planes >= 32 ? ~0u : ((1u << topo_.num_planes) - 1);
     const uint32_t n = topo_.num_npus();
     hbm_.resize(n);
     hbm_once_ = std::make_unique<std::once_flag[]>(n);
@@ -148,8 +149,6 @@ class SimDriver final : public dev::Driver {
     q->die = engine == dev::EngineKind::kCompute ? die : 0;
     q->engine = engine;
     q->depth = depth;
-    q->ring.resize(depth);
-    q->done.resize(depth);
     if (engine == dev::EngineKind::kFabric) q->last_end_to_npu.assign(topo_.num_npus(), 0.0);
     std::lock_guard<std::mutex> lock(registry_mu_);
     q->id = static_cast<uint32_t>(queues_.size());
@@ -187,6 +186,7 @@ class SimDriver final : public dev::Driver {
                         "%u slots in use (a slot frees when its completion is polled)",
                         q->id, q->npu, engine_name(q->engine), count, in_use, q->depth);
     for (size_t i = 0; i < count; ++i) {
+      if (plainly_valid(*q, work[i])) continue;
       Status s = validate(*q, work[i]);
       if (!s.ok())
         return s.with_context(strformat("queue_submit: queue %u (npu %u, %s): descriptor %zu "
@@ -194,8 +194,10 @@ class SimDriver final : public dev::Driver {
                                         q->id, q->npu, engine_name(q->engine), i,
                                         static_cast<unsigned long long>(work[i].tag)));
     }
-    for (size_t i = 0; i < count; ++i) q->ring[(q->submitted + i) % q->depth] = work[i];
-    q->submitted += count;
+    const size_t old = q->pending_count;
+    if (q->pending.size() < old + count) q->pending.resize(std::max(old + count, 2 * old));
+    for (size_t i = 0; i < count; ++i) q->pending[old + i].store(work[i]);
+    q->pending_count = old + count;
     q->in_use.fetch_add(static_cast<uint32_t>(count), std::memory_order_acq_rel);
     return ok_status();
   }
@@ -203,7 +205,7 @@ class SimDriver final : public dev::Driver {
   Status doorbell_ring(dev::QueueId queue) override {
     std::shared_ptr<SimQueue> q;
     MOE_TRY(find_queue(queue, "doorbell_ring", &q));
-    const size_t n = static_cast<size_t>(q->submitted - q->started);
+    const size_t n = q->pending_count;
     if (n == 0) return ok_status();
     q->batch.resize(n);
     q->batch_lost.assign(n, {0, 0});
@@ -213,27 +215,24 @@ class SimDriver final : public dev::Driver {
     {
       std::lock_guard<std::mutex> lock(model_mu_);
       for (size_t i = 0; i < n; ++i)
-        schedule(*q, q->ring[(q->started + i) % q->depth], static_cast<uint32_t>(i),
-                 &q->batch[i], &totals);
+        schedule(*q, q->pending[i], static_cast<uint32_t>(i), &q->batch[i], &totals);
     }
+    q->pending_count = 0;
     q->started += n;
     for (const QueueAction& a : q->actions) perform(*q, a);
     {
       std::lock_guard<std::mutex> lock(q->mu);
-      prune_lost(*q);
-      for (size_t i = 0; i < n; ++i) {
-        q->done[(q->done_tail + i) % q->depth] = q->batch[i];
-        const auto [begin, end] = q->batch_lost[i];
-        if (begin == end) continue;
-        SimQueue::LostRecord r;
-        r.work_index = q->batch[i].work_index;
-        r.begin = static_cast<uint32_t>(q->lost_log.size());
-        q->lost_log.insert(q->lost_log.end(), q->undelivered.begin() + begin,
-                           q->undelivered.begin() + end);
-        r.end = static_cast<uint32_t>(q->lost_log.size());
-        q->lost_records.push_back(r);
+      record_lost(*q, n);
+      if (q->done_head == q->done.size()) {  // everything polled: hand the batch over
+        q->done.swap(q->batch);
+        q->done_head = 0;
+      } else {
+        if (q->done_head > q->done.size() / 2) {
+          q->done.erase(q->done.begin(), q->done.begin() + static_cast<ptrdiff_t>(q->done_head));
+          q->done_head = 0;
+        }
+        q->done.insert(q->done.end(), q->batch.begin(), q->batch.end());
       }
-      q->done_tail += n;
     }
     q->cv.notify_all();
     totals.publish();
@@ -250,9 +249,10 @@ class SimDriver final : public dev::Driver {
     size_t moved = 0;
     {
       std::lock_guard<std::mutex> lock(q->mu);
-      moved = std::min<size_t>(max, q->done_tail - q->done_head);
-      for (size_t i = 0; i < moved; ++i) out[i] = q->done[(q->done_head + i) % q->depth];
+      moved = std::min<size_t>(max, q->done.size() - q->done_head);
+      std::copy_n(q->done.begin() + static_cast<ptrdiff_t>(q->done_head), moved, out);
       q->done_head += moved;
+      q->polled += moved;
     }
     q->in_use.fetch_sub(static_cast<uint32_t>(moved), std::memory_order_acq_rel);
     *count = moved;
@@ -263,10 +263,10 @@ class SimDriver final : public dev::Driver {
     std::shared_ptr<SimQueue> q;
     MOE_TRY(find_queue(queue, "completions_wait", &q));
     std::unique_lock<std::mutex> lock(q->mu);
-    auto ready = [&] { return q->done_tail > q->done_head || q->destroyed; };
+    auto ready = [&] { return q->done.size() > q->done_head || q->destroyed; };
     if (!ready() && timeout_wall_ns > 0)
       q->cv.wait_for(lock, std::chrono::nanoseconds(timeout_wall_ns), ready);
-    if (q->done_tail > q->done_head) return ok_status();
+    if (q->done.size() > q->done_head) return ok_status();
     if (q->destroyed)
       return make_error(StatusCode::kCancelled, "completions_wait: queue %u was destroyed",
                         q->id);
@@ -275,7 +275,7 @@ class SimDriver final : public dev::Driver {
                       "(%llu descriptors submitted but not rung)",
                       q->id, q->npu, engine_name(q->engine),
                       static_cast<long long>(timeout_wall_ns),
-                      static_cast<unsigned long long>(q->submitted - q->started));
+                      static_cast<unsigned long long>(q->pending_count));
   }
 
   Status engine_time(dev::QueueId queue, ModelTime* out) override {
@@ -364,7 +364,7 @@ class SimDriver final : public dev::Driver {
         [](const SimQueue::LostRecord& r, uint64_t w) { return r.work_index < w; });
     if (it == q->lost_records.end() || it->work_index != work_index) {
       // Still held and nothing recorded: every packet arrived (or it was not a transfer).
-      if (work_index >= q->lost_floor && work_index < q->done_tail) {
+      if (work_index >= q->lost_floor && work_index < q->posted) {
         *count = 0;
         return ok_status();
       }
@@ -380,24 +380,36 @@ class SimDriver final : public dev::Driver {
   }
 
  private:
-  // Drops the undelivered-packet records of completions already polled (q.mu held).
-  static void prune_lost(SimQueue& q) {
-    q.lost_floor = q.done_head;
+  // Under q.mu, when a doorbell posts its `n` completions (q.batch): drops the records of
+  // undelivered packets of completions polled before it, then records this batch's.
+  static void record_lost(SimQueue& q, size_t n) {
+    q.lost_floor = q.polled;
     size_t keep = 0;
-    while (keep < q.lost_records.size() && q.lost_records[keep].work_index < q.done_head) ++keep;
-    if (keep == 0) return;
+    while (keep < q.lost_records.size() && q.lost_records[keep].work_index < q.polled) ++keep;
     if (keep == q.lost_records.size()) {
       q.lost_records.clear();
       q.lost_log.clear();
-      return;
+    } else if (keep > 0) {
+      const uint32_t base = q.lost_records[keep].begin;
+      q.lost_log.erase(q.lost_log.begin(), q.lost_log.begin() + base);
+      q.lost_records.erase(q.lost_records.begin(), q.lost_records.begin() + keep);
+      for (SimQueue::LostRecord& r : q.lost_records) {
+        r.begin -= base;
+        r.end -= base;
+      }
     }
-    const uint32_t base = q.lost_records[keep].begin;
-    q.lost_log.erase(q.lost_log.begin(), q.lost_log.begin() + base);
-    q.lost_records.erase(q.lost_records.begin(), q.lost_records.begin() + keep);
-    for (SimQueue::LostRecord& r : q.lost_records) {
-      r.begin -= base;
-      r.end -= base;
+    for (size_t i = 0; i < n; ++i) {
+      const auto [begin, end] = q.batch_lost[i];
+      if (begin == end) continue;
+      SimQueue::LostRecord r;
+      r.work_index = q.batch[i].work_index;
+      r.begin = static_cast<uint32_t>(q.lost_log.size());
+      q.lost_log.insert(q.lost_log.end(), q.undelivered.begin() + begin,
+                        q.undelivered.begin() + end);
+      r.end = static_cast<uint32_t>(q.lost_log.size());
+      q.lost_records.push_back(r);
     }
+    q.posted += n;
   }
 
   // Statistics gathered during one doorbell and published once.
@@ -495,6 +507,18 @@ class SimDriver final : public dev::Driver {
     return ok_status();
   }
 
+  // The common case checked without building a Status: a timing-mode transfer inside the
+  // machine. False means "run the full validation" (which names what is wrong, if anything).
+  bool plainly_valid(const SimQueue& q, const dev::WorkDescriptor& w) const {
+    if (w.kind != WorkKind::kTransfer || q.engine != dev::EngineKind::kFabric) return false;
+    const dev::TransferWork& t = w.transfer;
+    const uint64_t cap = topo_.hbm.capacity_bytes;
+    return !t.move_payload && t.num_segments == 0 && w.not_before.ns >= 0 && w.not_before.ns < kNever &&
+           (t.plane_mask & planes_mask_) != 0 && t.src.npu < topo_.num_npus() &&
+           t.dst.npu < topo_.num_npus() && t.bytes <= (1ull << 40) && t.bytes <= cap &&
+           t.src.offset <= cap - t.bytes && t.dst.offset <= cap - t.bytes;
+  }
+
   Status validate(const SimQueue& q, const dev::WorkDescriptor& w) {
     if (!finite_time(w.not_before))
       return make_error(StatusCode::kInvalidArgument, "not_before %g ns is not a finite "
@@ -523,8 +547,7 @@ class SimDriver final : public dev::Driver {
       case WorkKind::kTransfer: {
         if (q.engine != dev::EngineKind::kFabric) return wrong_engine("transfer");
         const dev::TransferWork& t = w.transfer;
-        const uint32_t planes = topo_.num_planes >= 32 ? ~0u : ((1u << topo_.num_planes) - 1);
-        if ((t.plane_mask & planes) == 0)
+        if ((t.plane_mask & planes_mask_) == 0)
           return make_error(StatusCode::kInvalidArgument,
                             "transfer plane_mask %#x names none of the %u planes", t.plane_mask,
                             topo_.num_planes);
@@ -586,12 +609,12 @@ class SimDriver final : public dev::Driver {
   uint8_t* host_address(const dev::DevicePtr& p) { return hbm_[p.npu]->host_address(p.offset); }
 
   // Places one descriptor on the modelled timeline (model lock held).
-  void schedule(SimQueue& q, const dev::WorkDescriptor& w, uint32_t index, dev::Completion* c,
+  void schedule(SimQueue& q, const QueuedWork& w, uint32_t index, dev::Completion* c,
                 BatchTotals* totals) {
     *c = dev::Completion{};
     c->tag = w.tag;
     c->work_index = q.started + index;
-    const double not_before = w.not_before.ns;
+    const double not_before = w.not_before_ns;
     double start = 0, end = 0;
     auto fail = [&](StatusCode code) {
       c->status = code;
@@ -610,27 +633,30 @@ class SimDriver final : public dev::Driver {
           fail(StatusCode::kNpuLost);
           break;
         }
-        end = start + compute_.kernel_ns(w.kernel);
+        const dev::KernelWork kernel = w.get<dev::KernelWork>();
+        end = start + compute_.kernel_ns(kernel);
         clock = end;
         ++totals->kernels;
-        if (w.kernel.body != nullptr) {
+        if (kernel.body != nullptr) {
           QueueAction a;
           a.kind = QueueAction::Kind::kBody;
           a.completion = index;
-          a.body = w.kernel.body;
-          a.ctx = w.kernel.ctx;
+          a.body = kernel.body;
+          a.ctx = kernel.ctx;
           q.actions.push_back(a);
         }
         break;
       }
       case WorkKind::kTransfer:
-        schedule_transfer(q, w.transfer, not_before, index, c, &start, &end, totals);
+        schedule_transfer(q, w.get<dev::TransferWork>(), not_before, index, c, &start, &end,
+                          totals);
         break;
       case WorkKind::kAtomic:
-        schedule_atomic(q, w.atomic, not_before, index, c, &start, &end, totals);
+        schedule_atomic(q, w.get<dev::AtomicWork>(), not_before, index, c, &start, &end,
+                        totals);
         break;
       case WorkKind::kHostCopy: {
-        const dev::HostCopyWork& h = w.host_copy;
+        const dev::HostCopyWork h = w.get<dev::HostCopyWork>();
         double& clock = host_copy_clock_[q.npu];
         start = std::max(not_before, clock);
         if (lost_at(q.npu, start)) {
@@ -679,6 +705,14 @@ class SimDriver final : public dev::Driver {
     return start;
   }
 
+  bool source_hbm_error(const dev::TransferWork& t, double at) const {
+    if (t.num_segments == 0) return faults_.hbm_error(t.src.npu, t.src.offset, t.bytes, at);
+    for (uint32_t i = 0; i < t.num_segments; ++i)
+      if (faults_.hbm_error(t.src.npu, t.segments[i].src_offset, t.segments[i].bytes, at))
+        return true;
+    return false;
+  }
+
   void schedule_transfer(SimQueue& q, const dev::TransferWork& t, double not_before,
                          uint32_t index, dev::Completion* c, double* start_out, double* end_out,
                          BatchTotals* totals) {
@@ -692,8 +726,7 @@ class SimDriver final : public dev::Driver {
       ++totals->failed;
       return;
     }
-    if (t.bytes > 0 && faults_.any_hbm_error() &&
-        faults_.hbm_error(t.src.npu, t.src.offset, t.bytes, start)) {
+    if (t.bytes > 0 && faults_.any_hbm_error() && source_hbm_error(t, start)) {
       c->status = StatusCode::kHbmError;
       ++faults_.counters.hbm_errors_reported;
       ++faults_.hbm_errors_reported[t.src.npu];
@@ -908,6 +941,7 @@ class SimDriver final : public dev::Driver {
   double local_atomic_ns_ = 0;
   uint32_t max_segments_ = 0;
   uint32_t segment_header_bytes_ = 0;
+  uint32_t planes_mask_ = 0;
 
   std::vector<std::unique_ptr<NpuHbm>> hbm_;
   std::unique_ptr<std::once_flag[]> hbm_once_;

@@ -3,14 +3,18 @@
 // A descriptor holds its slot from queue_submit until its completion is polled, so at most
 // `depth` descriptors are pending or completed-but-unpolled at any time (a real engine
 // stalls when its completion queue is full; the simulator refuses the submit instead).
+// Storage grows with use, not with `depth`: a queue costs a few hundred bytes until work
+// passes through it (a supernode has thousands of queues).
 // Thread-safety: the submission side (ring, submitted, started, scratch) belongs to the one
 // producer thread; the model fields (seq, last_end*) are touched under the driver's model
 // lock; the completion ring is guarded by `mu`, so another thread may wait on it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -18,6 +22,38 @@
 #include "runtime/device/driver.h"
 
 namespace moe::sim {
+
+// A descriptor as the ring keeps it: only the fields of its own kind (a WorkDescriptor
+// carries all four kinds' fields; copying one kind's keeps queue_submit cheap).
+struct QueuedWork {
+  static constexpr size_t kBodyBytes =
+      std::max({sizeof(dev::KernelWork), sizeof(dev::TransferWork), sizeof(dev::AtomicWork),
+                sizeof(dev::HostCopyWork)});
+  dev::WorkKind kind = dev::WorkKind::kMarker;
+  uint64_t tag = 0;
+  double not_before_ns = 0;
+  alignas(8) unsigned char body[kBodyBytes];
+
+  void store(const dev::WorkDescriptor& w) {
+    kind = w.kind;
+    tag = w.tag;
+    not_before_ns = w.not_before.ns;
+    switch (w.kind) {
+      case dev::WorkKind::kKernel: std::memcpy(body, &w.kernel, sizeof(w.kernel)); break;
+      case dev::WorkKind::kTransfer: std::memcpy(body, &w.transfer, sizeof(w.transfer)); break;
+      case dev::WorkKind::kAtomic: std::memcpy(body, &w.atomic, sizeof(w.atomic)); break;
+      case dev::WorkKind::kHostCopy: std::memcpy(body, &w.host_copy, sizeof(w.host_copy)); break;
+      case dev::WorkKind::kMarker: break;
+    }
+  }
+  // Precondition: T is the struct of `kind`.
+  template <typename T>
+  T get() const {
+    T v;
+    std::memcpy(static_cast<void*>(&v), body, sizeof(T));
+    return v;
+  }
+};
 
 // Functional work decided under the model lock and performed after it.
 struct QueueAction {
@@ -46,13 +82,13 @@ struct SimQueue {
   uint32_t depth = 0;
 
   // Submission side (producer thread).
-  std::vector<dev::WorkDescriptor> ring;
-  uint64_t submitted = 0;  // descriptors written, ever
-  uint64_t started = 0;    // descriptors handed to the engine, ever
+  std::vector<QueuedWork> pending;  // [0, pending_count): submitted, not yet rung
+  size_t pending_count = 0;
   std::atomic<uint32_t> in_use{0};
   std::vector<dev::Completion> batch;  // doorbell scratch
   std::vector<QueueAction> actions;
   std::vector<uint32_t> undelivered;
+  uint64_t started = 0;  // descriptors handed to the engine, ever (the next work_index)
   // Per batch entry: its range in `undelivered` (empty when every packet arrived).
   std::vector<std::pair<uint32_t, uint32_t>> batch_lost;
 
@@ -64,9 +100,11 @@ struct SimQueue {
   // Completion side.
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<dev::Completion> done;  // ring of `depth`
-  uint64_t done_head = 0, done_tail = 0;
+  std::vector<dev::Completion> done;  // [done_head, size) not yet polled
+  size_t done_head = 0;
   bool destroyed = false;
+  uint64_t posted = 0;  // completions posted, ever
+  uint64_t polled = 0;  // completions polled, ever
   // Undelivered packets of posted transfers (Driver::completion_undelivered), in work_index
   // order; records of polled completions are dropped at the next doorbell. Under `mu`.
   struct LostRecord {
