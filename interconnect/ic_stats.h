@@ -1,6 +1,7 @@
 // Process-wide statistics of the interconnect layer (exported by stats_to_json() as "ic.*").
-// Every endpoint adds to them once per batch of work it hands to the driver; per-endpoint
-// figures are in Endpoint::stats().
+// Every endpoint adds what it did at quiet, fence, wait_until and when it is destroyed (not
+// per operation, to keep atomics off the data path); per-endpoint figures, always current,
+// are in Endpoint::stats().
 #pragma once
 
 #include "runtime/base/stats.h"

@@ -173,8 +173,8 @@ struct EndpointStats {
 
 class Group;
 
-// One issuing context. Single-threaded (see the header note). Destroying an endpoint drops
-// what is still coalesced without sending it: call quiet() first.
+// One issuing context. Single-threaded (see the header note). Destroying an endpoint sends
+// what is still coalesced but can report no error: call quiet() first.
 class Endpoint {
  public:
   virtual ~Endpoint() = default;
