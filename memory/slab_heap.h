@@ -12,8 +12,10 @@
 // deleted before the heap: a parked slab is reused for the same class, so a stale pointer
 // read from the page table during a racing (buggy) double free still points to live memory.
 //
-// Refill prefers the slab at the head of the bin's list; slabs that get a block back are
-// appended at the tail, so allocation concentrates on few slabs and others can drain.
+// Slabs with free blocks are kept in kOccupancyBuckets lists per class by how full they
+// are; a refill takes from the fullest non-full slab, so allocation concentrates on few
+// slabs and sparsely used ones drain and are released (this is what bounds fragmentation
+// under churn, e.g. KV-cache blocks whose owners finish in random order).
 //
 // Thread-safety: take/give_back are thread-safe (one lock per size class).
 #pragma once
@@ -56,9 +58,9 @@ struct Slab {
   std::vector<uint32_t> free_stack;
   uint32_t bump = 0;     // blocks [bump, blocks_per_slab) were never handed out
   uint32_t outside = 0;  // blocks handed out (to callers or thread caches)
-  Slab* prev = nullptr;  // in the bin's list of slabs with free blocks
+  Slab* prev = nullptr;  // in the bin's occupancy list
   Slab* next = nullptr;
-  bool listed = false;
+  int32_t bucket = -1;   // occupancy list it is on; -1: none (full, or parked)
 };
 
 struct SlabHeapSnapshot {
@@ -81,16 +83,18 @@ class SlabHeap {
   SlabHeapSnapshot snapshot();
 
  private:
+  static constexpr int32_t kOccupancyBuckets = 4;
   struct Bin {
     std::mutex mu;
-    Slab* head = nullptr;
-    Slab* tail = nullptr;
+    Slab* head[kOccupancyBuckets] = {};  // bucket b: b/4 <= used fraction < (b+1)/4
+    Slab* tail[kOccupancyBuckets] = {};
     uint32_t slabs = 0;  // live slabs of the class, listed or full
     std::vector<Slab*> parked;
   };
   Status new_slab_locked(Bin& bin, uint32_t c, Slab** out);
   void release_slab_locked(Bin& bin, Slab* slab);
-  static void list_push_back(Bin& bin, Slab* s);
+  // Puts the slab on the list its occupancy calls for (none when full).
+  static void relist(Bin& bin, Slab* s);
   static void list_remove(Bin& bin, Slab* s);
 
   MemCore& core_;
