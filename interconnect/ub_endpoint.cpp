@@ -122,6 +122,8 @@ class UbEndpoint final : public Endpoint {
     const uint8_t* from = static_cast<const uint8_t*>(data);
     for (const Piece& p : pieces_) {
       MOE_TRY(coalesce(p.dst, 0, p.bytes, from));
+      // Staged either way; sent at once when coalescing is off for its size.
+      if (p.bytes > cfg_.caps.coalesce_max_put_bytes) MOE_TRY(flush_batch(p.dst.npu));
       from += p.bytes;
     }
     return ok_status();
