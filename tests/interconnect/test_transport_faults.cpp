@@ -162,7 +162,11 @@ TEST_CASE("ic.faults: operations to a lost NPU fail with kNpuLost and never hang
   CHECK(fresh->quiet().code() == StatusCode::kNpuLost);
   // Blocking operations return it themselves.
   auto other = m.endpoint(2);
-  CHECK(other->get(m.alloc(2, 4096), on5, 4096).code() == StatusCode::kNpuLost);
+  GlobalAddr into = m.alloc(2, 4096);
+  REQUIRE(other->get_nbi(into, on5, 4096).ok());  // non-blocking: reported by quiet
+  CHECK(other->quiet().code() == StatusCode::kNpuLost);
+  CHECK(other->get_nbi(into, on5, 4096).code() == StatusCode::kNpuLost);  // known: at once
+  CHECK(other->get(into, on5, 4096).code() == StatusCode::kNpuLost);
   auto other2 = m.endpoint(3);
   CHECK(other2->fetch_add(on5, 1, &old).code() == StatusCode::kNpuLost);
   auto other3 = m.endpoint(4);
