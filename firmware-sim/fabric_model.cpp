@@ -272,12 +272,8 @@ void FabricModel::detect_symmetry() {
   }
   path_bundles_.resize(path_ports_.size());
   for (size_t i = 0; i < path_ports_.size(); ++i) path_bundles_[i] = port_bundle_[path_ports_[i]];
-  double slowest_npu_ns_per_byte = 0;
-  for (uint32_t n = 0; n < N; ++n)
-    slowest_npu_ns_per_byte = std::max({slowest_npu_ns_per_byte,
-                                        bundles_[up_bundle_[n]].ns_per_byte,
-                                        bundles_[down_bundle_[n]].ns_per_byte});
-  double fastest_npu_ns_per_byte = slowest_npu_ns_per_byte;
+  // Switch hops at least as fast as every NPU link never stretch a flow's tail.
+  double fastest_npu_ns_per_byte = bundles_[up_bundle_[0]].ns_per_byte;
   for (uint32_t n = 0; n < N; ++n)
     fastest_npu_ns_per_byte = std::min({fastest_npu_ns_per_byte,
                                         bundles_[up_bundle_[n]].ns_per_byte,

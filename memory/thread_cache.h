@@ -38,12 +38,6 @@ namespace moe::mem {
 
 class MemCore;
 
-struct CacheBin {
-  std::atomic<uint32_t> count{0};  // written by the owner thread only
-  uint32_t capacity = 0;           // 0: the bin's NPU is not set up in this cache yet
-  CachedBlock* items = nullptr;
-};
-
 inline constexpr uint64_t kIdleEpoch = ~uint64_t{0};
 
 struct ThreadCache {
