@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "interconnect/transport.h"
+#include "runtime/base/stats.h"
 #include "tests/interconnect/transport_test_util.h"
 
 using namespace ictest;
@@ -86,6 +87,9 @@ TEST_CASE("ic.faults: plane down and corruption mid-run: bit-identical, every by
   CHECK(want.flag == 1);
   CHECK(want.counter == 50 * 51 / 2);
 
+  int64_t resent_before = 0, failovers_before = 0;
+  REQUIRE(stats::find_stat("ic.retransmissions", &resent_before));
+  REQUIRE(stats::find_stat("ic.failovers", &failovers_before));
   Machine faulty("n16", 5);
   WorkloadResult got = run_workload(
       faulty, {fault(dev::FaultKind::kPacketCorrupt, dev::kInvalidId, 0.02),
@@ -106,6 +110,12 @@ TEST_CASE("ic.faults: plane down and corruption mid-run: bit-identical, every by
   CHECK(got.stats.failovers > 0);
   CHECK(got.faults.packets_lost_plane_down > 0);  // the plane really failed mid-transfer
   CHECK(got.faults.packets_corrupted > 0);
+  // The process-wide counters saw them too (published at quiet).
+  int64_t resent_after = 0, failovers_after = 0;
+  REQUIRE(stats::find_stat("ic.retransmissions", &resent_after));
+  REQUIRE(stats::find_stat("ic.failovers", &failovers_after));
+  CHECK(resent_after - resent_before >= static_cast<int64_t>(got.stats.retransmissions));
+  CHECK(failovers_after - failovers_before >= static_cast<int64_t>(got.stats.failovers));
 }
 
 TEST_CASE("ic.faults: a link down mid-transfer moves the rest to the other planes") {
