@@ -603,7 +603,8 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   const uint32_t usable = q.plane_mask & all_planes_ & npu_planes_[q.src] & npu_planes_[q.dst];
 
   // Fast path: striped over every plane of a symmetric topology, no faults.
-  if (symmetric_ && !faulty && usable == all_planes_ && packets >= num_planes_) {
+  if (symmetric_ && !faulty && usable == all_planes_ && packets >= num_planes_ &&
+      q.extra_wire_bytes == 0) {
     const uint32_t k = num_planes_;
     // rotation_ is kept below k, so no 64-bit division is needed here.
     const uint32_t start = static_cast<uint32_t>(rotation_[q.src]);
@@ -685,10 +686,13 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   const uint64_t used = std::min<uint64_t>(k, packets);
   const uint64_t base = packets / k, extra = packets % k, last_slot = (packets - 1) % k;
   double end = q.ready_ns;
+  uint64_t extra_left = q.extra_wire_bytes;
   for (uint64_t j = 0; j < used; ++j) {
     const uint64_t idx = (start + j) % k;
     const uint64_t n = base + (j < extra ? 1 : 0);
-    const uint64_t wire = n * (pb + header) - (j == last_slot ? short_bytes : 0);
+    const uint64_t sub_headers = j + 1 == used ? extra_left : q.extra_wire_bytes * n / packets;
+    extra_left -= sub_headers;
+    const uint64_t wire = n * (pb + header) - (j == last_slot ? short_bytes : 0) + sub_headers;
     double flow_end;
     if (!faulty) {
       flow_end = run_flow(routes[idx], q.ready_ns, wire, static_cast<uint32_t>(n), nullptr);

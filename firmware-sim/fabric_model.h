@@ -58,6 +58,8 @@ struct TransferRequest {
   double ready_ns = 0;
   uint32_t queue = 0;  // for the fault draws
   uint64_t seq = 0;
+  uint64_t extra_wire_bytes = 0;  // sub-headers of a multi-segment transfer, spread over its
+                                  // flows in proportion to their packets
 };
 
 inline constexpr uint32_t kLossPlaneDown = 1, kLossLinkDown = 2, kLossDrop = 4, kLossCorrupt = 8;

@@ -64,6 +64,10 @@ class SimDriver final : public dev::Driver {
         std::clamp<int64_t>(options::kQueueDepthMax.get(), 1, 1 << 24));
     fabric_issue_ns_ = std::max(0.0, options::kFabricIssueNs.get());
     local_atomic_ns_ = std::max(0.0, options::kLocalAtomicNs.get());
+    max_segments_ = static_cast<uint32_t>(
+        std::clamp<int64_t>(options::kMaxTransferSegments.get(), 0, 1 << 24));
+    segment_header_bytes_ = static_cast<uint32_t>(
+        std::clamp<int64_t>(options::kSegmentHeaderBytes.get(), 0, 1 << 16));
     planes_mask_ = topo_.num_planes >= 32 ? ~0u : ((1u << topo_.num_planes) - 1);
     const uint32_t n = topo_.num_npus();
     hbm_.resize(n);
@@ -87,6 +91,8 @@ class SimDriver final : public dev::Driver {
     c.simulated = true;
     c.functional = true;
     c.queue_depth_max = queue_depth_max_;
+    c.max_transfer_segments = max_segments_;
+    c.segment_header_bytes = segment_header_bytes_;
     return c;
   }
   const dev::Topology& topology() const override { return topo_; }
@@ -207,6 +213,7 @@ class SimDriver final : public dev::Driver {
                         q->id, q->npu);
     q->ringing = true;
     q->batch.resize(n);
+    q->batch_lost.assign(n, {0, 0});
     q->actions.clear();
     q->undelivered.clear();
     BatchTotals totals;
@@ -216,9 +223,11 @@ class SimDriver final : public dev::Driver {
         schedule(*q, q->pending[i], static_cast<uint32_t>(i), &q->batch[i], &totals);
     }
     q->pending_count = 0;
+    q->started += n;
     for (const QueueAction& a : q->actions) perform(*q, a);
     {
       std::lock_guard<std::mutex> lock(q->mu);
+      record_lost(*q, n);
       if (q->done_head == q->done.size()) {  // everything polled: hand the batch over
         q->done.swap(q->batch);
         q->done_head = 0;
@@ -249,6 +258,7 @@ class SimDriver final : public dev::Driver {
       moved = std::min<size_t>(max, q->done.size() - q->done_head);
       std::copy_n(q->done.begin() + static_cast<ptrdiff_t>(q->done_head), moved, out);
       q->done_head += moved;
+      q->polled += moved;
     }
     q->in_use.fetch_sub(static_cast<uint32_t>(moved), std::memory_order_acq_rel);
     *count = moved;
@@ -346,7 +356,68 @@ class SimDriver final : public dev::Driver {
     return ok_status();
   }
 
+  // ---- reliability ----
+  Status completion_undelivered(dev::QueueId queue, uint64_t work_index, uint32_t* out,
+                                size_t max, size_t* count) override {
+    std::shared_ptr<SimQueue> q;
+    MOE_TRY(find_queue(queue, "completion_undelivered", &q));
+    if (count == nullptr || (out == nullptr && max > 0))
+      return make_error(StatusCode::kInvalidArgument,
+                        "completion_undelivered: queue %u: null output", q->id);
+    std::lock_guard<std::mutex> lock(q->mu);
+    auto it = std::lower_bound(
+        q->lost_records.begin(), q->lost_records.end(), work_index,
+        [](const SimQueue::LostRecord& r, uint64_t w) { return r.work_index < w; });
+    if (it == q->lost_records.end() || it->work_index != work_index) {
+      // Still held and nothing recorded: every packet arrived (or it was not a transfer).
+      if (work_index >= q->lost_floor && work_index < q->posted) {
+        *count = 0;
+        return ok_status();
+      }
+      return make_error(StatusCode::kNotFound,
+                        "completion_undelivered: queue %u holds no record of work %llu (not "
+                        "posted yet, or polled before the last doorbell)",
+                        q->id, static_cast<unsigned long long>(work_index));
+    }
+    const size_t total = it->end - it->begin;
+    std::copy_n(q->lost_log.begin() + it->begin, std::min(max, total), out);
+    *count = total;
+    return ok_status();
+  }
+
  private:
+  // Under q.mu, when a doorbell posts its `n` completions (q.batch): drops the records of
+  // undelivered packets of completions polled before it, then records this batch's.
+  static void record_lost(SimQueue& q, size_t n) {
+    q.lost_floor = q.polled;
+    size_t keep = 0;
+    while (keep < q.lost_records.size() && q.lost_records[keep].work_index < q.polled) ++keep;
+    if (keep == q.lost_records.size()) {
+      q.lost_records.clear();
+      q.lost_log.clear();
+    } else if (keep > 0) {
+      const uint32_t base = q.lost_records[keep].begin;
+      q.lost_log.erase(q.lost_log.begin(), q.lost_log.begin() + base);
+      q.lost_records.erase(q.lost_records.begin(), q.lost_records.begin() + keep);
+      for (SimQueue::LostRecord& r : q.lost_records) {
+        r.begin -= base;
+        r.end -= base;
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const auto [begin, end] = q.batch_lost[i];
+      if (begin == end) continue;
+      SimQueue::LostRecord r;
+      r.work_index = q.batch[i].work_index;
+      r.begin = static_cast<uint32_t>(q.lost_log.size());
+      q.lost_log.insert(q.lost_log.end(), q.undelivered.begin() + begin,
+                        q.undelivered.begin() + end);
+      r.end = static_cast<uint32_t>(q.lost_log.size());
+      q.lost_records.push_back(r);
+    }
+    q.posted += n;
+  }
+
   // Statistics gathered during one doorbell and published once.
   struct BatchTotals {
     int64_t transfers = 0, packets = 0, lost = 0, corrupted = 0, atomics = 0, kernels = 0,
@@ -418,13 +489,37 @@ class SimDriver final : public dev::Driver {
     return ok_status();
   }
 
+  Status validate_segments(const dev::TransferWork& t) {
+    if (t.num_segments > max_segments_)
+      return make_error(StatusCode::kInvalidArgument,
+                        "transfer of %u segments (at most %u per transfer)", t.num_segments,
+                        max_segments_);
+    if (t.segments == nullptr)
+      return make_error(StatusCode::kInvalidArgument, "transfer of %u segments with null segments",
+                        t.num_segments);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < t.num_segments; ++i) {
+      const dev::TransferSegment& g = t.segments[i];
+      Status s = check_range({t.src.npu, g.src_offset}, g.bytes, t.move_payload, "source");
+      if (s.ok()) s = check_range({t.dst.npu, g.dst_offset}, g.bytes, t.move_payload, "destination");
+      if (!s.ok()) return s.with_context(strformat("transfer segment %u", i));
+      sum += g.bytes;
+    }
+    if (sum != t.bytes)
+      return make_error(StatusCode::kInvalidArgument,
+                        "transfer bytes %llu differ from the sum of its %u segments (%llu)",
+                        static_cast<unsigned long long>(t.bytes), t.num_segments,
+                        static_cast<unsigned long long>(sum));
+    return ok_status();
+  }
+
   // The common case checked without building a Status: a timing-mode transfer inside the
   // machine. False means "run the full validation" (which names what is wrong, if anything).
   bool plainly_valid(const SimQueue& q, const dev::WorkDescriptor& w) const {
     if (w.kind != WorkKind::kTransfer || q.engine != dev::EngineKind::kFabric) return false;
     const dev::TransferWork& t = w.transfer;
     const uint64_t cap = topo_.hbm.capacity_bytes;
-    return !t.move_payload && w.not_before.ns >= 0 && w.not_before.ns < kNever &&
+    return !t.move_payload && t.num_segments == 0 && w.not_before.ns >= 0 && w.not_before.ns < kNever &&
            (t.plane_mask & planes_mask_) != 0 && t.src.npu < topo_.num_npus() &&
            t.dst.npu < topo_.num_npus() && t.bytes <= (1ull << 40) && t.bytes <= cap &&
            t.src.offset <= cap - t.bytes && t.dst.offset <= cap - t.bytes;
@@ -465,6 +560,7 @@ class SimDriver final : public dev::Driver {
         if (t.bytes > (1ull << 40))
           return make_error(StatusCode::kInvalidArgument, "transfer of %llu bytes is too large",
                             static_cast<unsigned long long>(t.bytes));
+        if (t.num_segments > 0) return validate_segments(t);
         MOE_TRY(check_range(t.src, t.bytes, t.move_payload, "transfer source"));
         MOE_TRY(check_range(t.dst, t.bytes, t.move_payload, "transfer destination"));
         return ok_status();
@@ -523,6 +619,7 @@ class SimDriver final : public dev::Driver {
                 BatchTotals* totals) {
     *c = dev::Completion{};
     c->tag = w.tag;
+    c->work_index = q.started + index;
     const double not_before = w.not_before_ns;
     double start = 0, end = 0;
     auto fail = [&](StatusCode code) {
@@ -602,6 +699,7 @@ class SimDriver final : public dev::Driver {
     }
     c->start = ModelTime{start};
     c->end = ModelTime{end};
+    if (w.kind != WorkKind::kAtomic) c->effect = c->end;
     q.last_end_ns = std::max(q.last_end_ns, end);
   }
 
@@ -611,6 +709,14 @@ class SimDriver final : public dev::Driver {
     const double start = std::max(not_before, issue);
     issue = start + fabric_issue_ns_;
     return start;
+  }
+
+  bool source_hbm_error(const dev::TransferWork& t, double at) const {
+    if (t.num_segments == 0) return faults_.hbm_error(t.src.npu, t.src.offset, t.bytes, at);
+    for (uint32_t i = 0; i < t.num_segments; ++i)
+      if (faults_.hbm_error(t.src.npu, t.segments[i].src_offset, t.segments[i].bytes, at))
+        return true;
+    return false;
   }
 
   void schedule_transfer(SimQueue& q, const dev::TransferWork& t, double not_before,
@@ -626,8 +732,7 @@ class SimDriver final : public dev::Driver {
       ++totals->failed;
       return;
     }
-    if (t.bytes > 0 && faults_.any_hbm_error() &&
-        faults_.hbm_error(t.src.npu, t.src.offset, t.bytes, start)) {
+    if (t.bytes > 0 && faults_.any_hbm_error() && source_hbm_error(t, start)) {
       c->status = StatusCode::kHbmError;
       ++faults_.counters.hbm_errors_reported;
       ++faults_.hbm_errors_reported[t.src.npu];
@@ -651,6 +756,7 @@ class SimDriver final : public dev::Driver {
           q.npu == t.src.npu ? start : start + fabric_->route_latency_ns(q.npu, t.src.npu);
       r.queue = q.id;
       r.seq = q.seq++;
+      r.extra_wire_bytes = uint64_t{t.num_segments} * segment_header_bytes_;
       TransferOutcome o;
       fabric_->transfer(r, faults_, &o, &q.undelivered);
       c->status = o.status;
@@ -671,19 +777,29 @@ class SimDriver final : public dev::Driver {
     to_dst = std::max(to_dst, end);
     // Functional payload: whatever arrived intact.
     const uint32_t undelivered_end = static_cast<uint32_t>(q.undelivered.size());
+    if (undelivered_end != undelivered_begin) {
+      std::sort(q.undelivered.begin() + undelivered_begin, q.undelivered.end());
+      q.batch_lost[index] = {undelivered_begin, undelivered_end};
+    }
     if (!t.move_payload || t.bytes == 0 || (c->packets == 0 && t.src.npu != t.dst.npu)) return;
     QueueAction a;
     a.completion = index;
-    a.dst = host_address(t.dst);
-    a.src = host_address(t.src);
     a.bytes = t.bytes;
+    if (t.num_segments > 0) {
+      a.segments = t.segments;
+      a.num_segments = t.num_segments;
+      a.dst = hbm_[t.dst.npu]->host_address(0);
+      a.src = hbm_[t.src.npu]->host_address(0);
+    } else {
+      a.dst = host_address(t.dst);
+      a.src = host_address(t.src);
+    }
     if (undelivered_end == undelivered_begin) {
       a.kind = QueueAction::Kind::kCopy;
     } else {
       a.kind = QueueAction::Kind::kPartialCopy;
       a.undelivered_begin = undelivered_begin;
       a.undelivered_end = undelivered_end;
-      std::sort(q.undelivered.begin() + undelivered_begin, q.undelivered.end());
     }
     q.actions.push_back(a);
   }
@@ -693,6 +809,7 @@ class SimDriver final : public dev::Driver {
                        BatchTotals* totals) {
     const double start = fabric_issue(q, not_before);
     *start_out = *end_out = start;
+    c->effect = ModelTime{start};
     if (faults_.any_npu_lost() && (lost_at(q.npu, start) || lost_at(w.dst.npu, start))) {
       c->status = StatusCode::kNpuLost;
       ++faults_.counters.operations_to_lost_npu;
@@ -711,6 +828,7 @@ class SimDriver final : public dev::Driver {
     double end = start;
     if (w.dst.npu == q.npu) {
       end = std::max(start, ordered_after) + local_atomic_ns_;
+      c->effect = ModelTime{end};
     } else {
       TransferOutcome o;
       double effect = start;
@@ -723,6 +841,7 @@ class SimDriver final : public dev::Driver {
       c->planes_used = o.planes_used;
       c->planes_failed = o.planes_failed;
       end = o.end_ns;
+      c->effect = ModelTime{o.status == StatusCode::kOk ? effect : start};
       totals->packets += o.packets;
       totals->lost += o.packets_lost;
       totals->corrupted += o.packets_corrupted;
@@ -744,21 +863,59 @@ class SimDriver final : public dev::Driver {
     q.actions.push_back(a);
   }
 
+  // Copies ranges of a transfer's stream (work.h), in increasing order: for a multi-segment
+  // transfer, each range is mapped onto the segments it covers.
+  class StreamCopier {
+   public:
+    explicit StreamCopier(const QueueAction& a) : a_(a) {}
+    void operator()(uint64_t begin, uint64_t end) {
+      if (a_.num_segments == 0) {
+        std::memmove(a_.dst + begin, a_.src + begin, end - begin);
+        return;
+      }
+      while (begin < end && seg_ < a_.num_segments) {
+        const dev::TransferSegment& g = a_.segments[seg_];
+        if (begin >= seg_start_ + g.bytes) {
+          seg_start_ += g.bytes;
+          ++seg_;
+          continue;
+        }
+        const uint64_t in = begin - seg_start_;
+        const uint64_t n = std::min(end, seg_start_ + g.bytes) - begin;
+        std::memmove(a_.dst + g.dst_offset + in, a_.src + g.src_offset + in, n);
+        begin += n;
+      }
+    }
+
+   private:
+    const QueueAction& a_;
+    uint32_t seg_ = 0;
+    uint64_t seg_start_ = 0;  // stream offset of segment seg_
+  };
+
   // Functional work, after the model lock (calling thread).
   void perform(SimQueue& q, const QueueAction& a) {
     switch (a.kind) {
       case QueueAction::Kind::kCopy:
-        std::memmove(a.dst, a.src, a.bytes);
+        if (a.num_segments == 0) {
+          std::memmove(a.dst, a.src, a.bytes);
+        } else {
+          for (uint32_t i = 0; i < a.num_segments; ++i) {
+            const dev::TransferSegment& g = a.segments[i];
+            std::memmove(a.dst + g.dst_offset, a.src + g.src_offset, g.bytes);
+          }
+        }
         break;
       case QueueAction::Kind::kPartialCopy: {
         const uint64_t pb = topo_.packet_bytes;
+        StreamCopier copy(a);
         uint64_t from = 0;
         for (uint32_t i = a.undelivered_begin; i < a.undelivered_end; ++i) {
           const uint64_t lost_begin = static_cast<uint64_t>(q.undelivered[i]) * pb;
-          if (lost_begin > from) std::memmove(a.dst + from, a.src + from, lost_begin - from);
+          if (lost_begin > from) copy(from, lost_begin);
           from = std::min(a.bytes, lost_begin + pb);
         }
-        if (from < a.bytes) std::memmove(a.dst + from, a.src + from, a.bytes - from);
+        if (from < a.bytes) copy(from, a.bytes);
         break;
       }
       case QueueAction::Kind::kBody:
@@ -790,6 +947,8 @@ class SimDriver final : public dev::Driver {
   uint32_t queue_depth_max_ = 0;
   double fabric_issue_ns_ = 0;
   double local_atomic_ns_ = 0;
+  uint32_t max_segments_ = 0;
+  uint32_t segment_header_bytes_ = 0;
   uint32_t planes_mask_ = 0;
 
   std::vector<std::unique_ptr<NpuHbm>> hbm_;

@@ -23,6 +23,15 @@ inline const opt::Option<double> kFabricIssueNs{
     "modelled cost for an NPU's fabric engine to issue one descriptor (ns); the engine "
     "keeps many transfers in flight, this only spaces their starts"};
 
+inline const opt::Option<int64_t> kMaxTransferSegments{
+    "sim", "SIM_MAX_TRANSFER_SEGMENTS", 4096,
+    "segments one multi-segment transfer may carry (DriverCaps::max_transfer_segments)"};
+
+inline const opt::Option<int64_t> kSegmentHeaderBytes{
+    "sim", "SIM_SEGMENT_HEADER_BYTES", 8,
+    "wire bytes each segment of a multi-segment transfer adds (the sub-header naming its "
+    "destination address and length)"};
+
 inline const opt::Option<double> kAtomicPayloadBytes{
     "sim", "SIM_ATOMIC_PAYLOAD_BYTES", 16.0,
     "payload bytes of an atomic request or response packet (the header comes on top)"};

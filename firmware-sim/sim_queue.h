@@ -17,6 +17,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "runtime/device/driver.h"
@@ -64,6 +65,8 @@ struct QueueAction {
   uint64_t bytes = 0;
   uint32_t undelivered_begin = 0;  // kPartialCopy: packet indexes in the queue's scratch
   uint32_t undelivered_end = 0;
+  const dev::TransferSegment* segments = nullptr;  // kCopy / kPartialCopy of a multi-segment
+  uint32_t num_segments = 0;                       // transfer: dst, src are the NPUs' bases
   void (*body)(void*) = nullptr;
   void* ctx = nullptr;
   dev::AtomicOp op = dev::AtomicOp::kFetchAdd;
@@ -85,6 +88,9 @@ struct SimQueue {
   std::vector<dev::Completion> batch;  // doorbell scratch
   std::vector<QueueAction> actions;
   std::vector<uint32_t> undelivered;
+  uint64_t started = 0;  // descriptors handed to the engine, ever (the next work_index)
+  // Per batch entry: its range in `undelivered` (empty when every packet arrived).
+  std::vector<std::pair<uint32_t, uint32_t>> batch_lost;
   bool ringing = false;  // a doorbell of this queue is running (kernel bodies may not ring it)
 
   // Model state (under the driver's model lock).
@@ -98,6 +104,17 @@ struct SimQueue {
   std::vector<dev::Completion> done;  // [done_head, size) not yet polled
   size_t done_head = 0;
   bool destroyed = false;
+  uint64_t posted = 0;  // completions posted, ever
+  uint64_t polled = 0;  // completions polled, ever
+  // Undelivered packets of posted transfers (Driver::completion_undelivered), in work_index
+  // order; records of polled completions are dropped at the next doorbell. Under `mu`.
+  struct LostRecord {
+    uint64_t work_index = 0;
+    uint32_t begin = 0, end = 0;  // range in lost_log
+  };
+  std::vector<LostRecord> lost_records;
+  std::vector<uint32_t> lost_log;
+  uint64_t lost_floor = 0;  // work indexes below it are no longer held
 };
 
 }  // namespace moe::sim

@@ -108,6 +108,8 @@ struct DriverCaps {
   bool simulated = false;        // faults can be injected; HBM is host memory
   bool functional = false;       // payloads and kernel bodies execute
   uint32_t queue_depth_max = 0;  // descriptors a queue ring can hold
+  uint32_t max_transfer_segments = 0;  // segments of one multi-segment transfer (0: none)
+  uint32_t segment_header_bytes = 0;   // wire bytes each segment of one adds
 };
 
 class Driver {
@@ -182,6 +184,18 @@ class Driver {
   virtual Status fault_clear(FaultId fault) = 0;
   // 22. What the faults have done so far.
   virtual Status fault_counters(FaultCounters* out) = 0;
+
+  // ---- reliability ----
+  // 23. Which packets of a transfer were not delivered (lost or corrupted), so that a
+  //     transport can resend exactly those: their indexes in the transfer's stream (work.h,
+  //     TransferWork), ascending, packets_lost + packets_corrupted of them. `work_index` is
+  //     Completion::work_index. The list can be read from when the completion is posted
+  //     until the queue's next doorbell_ring after the completion was polled (a count of 0
+  //     when every packet arrived or the work was not a transfer); kNotFound outside that
+  //     window. Writes min(max, total) indexes to `out` and the total to `*count`. Never
+  //     blocks.
+  virtual Status completion_undelivered(QueueId queue, uint64_t work_index, uint32_t* out,
+                                        size_t max, size_t* count) = 0;
 };
 
 }  // namespace moe::dev

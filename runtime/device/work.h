@@ -47,14 +47,35 @@ struct KernelWork {
   void* ctx = nullptr;
 };
 
+// One piece of a multi-segment transfer: `bytes` from src.npu's HBM at src_offset to
+// dst.npu's HBM at dst_offset.
+struct TransferSegment {
+  uint64_t src_offset = 0;
+  uint64_t dst_offset = 0;
+  uint64_t bytes = 0;
+};
+
 // Moves bytes from src to dst over the fabric (src and dst may be on any NPUs, the same NPU
 // included). Packets are striped over the planes in plane_mask that are up.
+//
+// The transfer carries a *stream* of bytes cut into packets: packet i carries stream bytes
+// [i * packet_bytes, (i + 1) * packet_bytes). For a plain transfer the stream is
+// [src.offset, src.offset + bytes). A multi-segment transfer (num_segments > 0: coalesced
+// small puts, or a resend of scattered packets) moves each segment between src.npu and
+// dst.npu (src.offset and dst.offset are then ignored); the stream is the segments' bytes
+// packed back to back in order, `bytes` must equal their sum, and each segment adds a
+// sub-header of the driver's segment_header_bytes on the wire. Segments are written in
+// order (a later one wins where two overlap at the destination). `segments` is owned by the
+// caller and must stay valid until the completion is polled. At most
+// DriverCaps::max_transfer_segments segments (0: the driver has no multi-segment transfers).
 struct TransferWork {
   DevicePtr src;
   DevicePtr dst;
   uint64_t bytes = 0;
   uint32_t plane_mask = 0xffffffffu;
   bool move_payload = true;
+  const TransferSegment* segments = nullptr;
+  uint32_t num_segments = 0;
 };
 
 enum class AtomicOp : uint8_t {
@@ -98,12 +119,18 @@ struct WorkDescriptor {
 
 struct Completion {
   uint64_t tag = 0;
+  uint64_t work_index = 0;  // the descriptor's position in its queue: 0 for the first ever
+                            // submitted (names it to Driver::completion_undelivered)
   StatusCode status = StatusCode::kOk;
   ModelTime start{};  // when the engine began the work
-  ModelTime end{};    // when its effects were complete and visible at the destination
+  ModelTime end{};    // when its effects were complete and visible at the destination; for
+                      // an atomic, when its response (old value) is back at the issuer
+  ModelTime effect{};  // when the work took effect at its destination: for an atomic, when
+                       // it ran there (before the response travels back); otherwise `end`
   uint32_t packets = 0;            // packets sent, first attempts (transfers, atomics)
   uint32_t packets_lost = 0;       // dropped on the way, or sent on a plane that went down
   uint32_t packets_corrupted = 0;  // arrived with a bad checksum (the payload was not written)
+                                   // (which packets: Driver::completion_undelivered)
   uint32_t planes_used = 0;        // bit mask of planes that carried packets
   uint32_t planes_failed = 0;      // bit mask of planes that lost packets
   uint64_t atomic_old = 0;         // atomics: the value before the operation
