@@ -26,6 +26,7 @@ else
 endif
 
 CXX ?= g++
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 OBJ := $(BUILD)/obj
 GEN := $(BUILD)/gen
 BIN := $(BUILD)/bin
@@ -92,17 +93,17 @@ check-layers:
 	@tools/check-layers.sh .
 
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	$(BIN)/moe run
 
 # Tests find their helper scripts and binaries through MOE_SOURCE_ROOT / MOE_BIN_DIR.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@tools/check-layers.sh .
 	MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	$(BIN)/moe-bench --json $(BUILD)/bench.json $(BENCH_ARGS)
 
 clean:
