@@ -19,6 +19,7 @@
 //    kInternal error naming the slot (the transport promised exactly-once delivery).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <queue>
 
 #include "interconnect/moe_dispatch.h"
@@ -406,12 +407,37 @@ struct ContextTurn {
   uint32_t rank;
   uint32_t context;
   uint32_t next;  // index into the rank's rotated destination list
+  // The reservation of destination `next` came back with slot `reserved`: the put is the
+  // context's next operation (an event of its own, so that operations of other contexts
+  // issued earlier in modelled time reach the driver first).
+  bool put_due;
+  uint64_t reserved;
   bool operator>(const ContextTurn& o) const {
     if (clock_ns != o.clock_ns) return clock_ns > o.clock_ns;
     if (rank != o.rank) return rank > o.rank;
     return context > o.context;
   }
 };
+
+}  // namespace
+
+Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
+                     const std::function<GlobalAddr(const PendingSignal&)>& flag) {
+  std::stable_sort(pending.begin(), pending.end(), [](const PendingSignal& x, const PendingSignal& y) {
+    if (x.rank != y.rank) return x.rank < y.rank;
+    return x.order_ns < y.order_ns;
+  });
+  for (const PendingSignal& p : pending) {
+    Status s = b.endpoint(p.rank, p.context).signal(flag(p), p.value, SignalOp::kSet);
+    if (!s.ok()) {
+      s.with_context(strformat("rank %u signalling rank %u", p.rank, p.dst));
+      return DispatchEngine::fail(b, std::move(s));
+    }
+  }
+  return ok_status();
+}
+
+namespace {
 
 StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
                                        std::span<const DispatchInput> inputs, uint32_t topk) {
@@ -464,11 +490,13 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     }
   }
 
-  // 3. Reserve, put and signal, in modelled-time order over every issuing context.
+  // 3a. Reserve and put, in modelled-time order over every issuing context. A destination
+  //     that gets nothing gets its flag at once (count 0).
   std::priority_queue<ContextTurn, std::vector<ContextTurn>, std::greater<>> turns;
   for (uint32_t s = 0; s < R; ++s)
     for (uint32_t w = 0; w < W && w < R; ++w)
-      turns.push({b.endpoint(s, w).now().ns, s, w, w});
+      turns.push({b.endpoint(s, w).now().ns, s, w, w, false, 0});
+  std::vector<PendingSignal> pending;
   while (!turns.empty()) {
     ContextTurn turn = turns.top();
     turns.pop();
@@ -480,7 +508,7 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     if (n == 0) {
       Status sig = ep.signal(b.dispatch_flag(d, s), value, SignalOp::kSet);
       if (!sig.ok()) return failed(sig.with_context(strformat("moe_dispatch: rank %u to %u", s, d)));
-    } else {
+    } else if (!turn.put_due) {
       uint64_t old = 0;
       Status fa = ep.fetch_add(b.slot_counter(d), n, &old);
       if (!fa.ok())
@@ -492,9 +520,20 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
                                  s, static_cast<unsigned long long>(old),
                                  static_cast<unsigned long long>(old + n), d,
                                  static_cast<unsigned long long>(l.recv_slots)));
+      turn.put_due = true;
+      turn.reserved = old;
+      turn.clock_ns = ep.now().ns;
+      turns.push(turn);
+      continue;
+    } else {
+      const uint64_t old = turn.reserved;
       const uint64_t bytes = uint64_t{n} * l.slot_bytes;
-      Status ps = ep.put_signal(b.recv_slot(d, old), b.send_slot(s, handle.send[s].row_base_to[d]),
-                                bytes, b.dispatch_flag(d, s), value, SignalOp::kSet);
+      pending.push_back({ep.now().ns, s, turn.context, d, value});
+      Status ps = ep.put(b.recv_slot(d, old), b.send_slot(s, handle.send[s].row_base_to[d]), bytes);
+      // Send it now: a small run would otherwise wait in the transport's coalescing buffer
+      // until its signal, and go out behind the signals of earlier runs (fence flushes
+      // without moving the clock; this endpoint puts to each destination once).
+      if (ps.ok()) ps = ep.fence();
       if (!ps.ok()) return failed(ps.with_context(strformat("moe_dispatch: rank %u to %u", s, d)));
       if (!functional) {
         std::vector<uint8_t>& sh = shadow[d];
@@ -511,12 +550,18 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
         st.fabric_bytes_received[d] += bytes;
       }
     }
+    turn.put_due = false;
     turn.next += W;
     if (turn.next < R) {
       turn.clock_ns = ep.now().ns;
       turns.push(turn);
     }
   }
+  // 3b. The flags, each after its run's data (the transport orders a signal after the
+  //     endpoint's earlier puts to that NPU), in the order the runs went out.
+  MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
+    return b.dispatch_flag(p.dst, p.rank);
+  }).with_context("moe_dispatch"));
   for (uint32_t s = 0; s < R; ++s)
     for (uint32_t w = 0; w < W; ++w) {
       Status f = b.endpoint(s, w).fence();  // delivery errors, without moving the clock

@@ -136,8 +136,10 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
     b.advance_rank(r, t1 + ModelTime{local_pass_ns(b, bytes)});
   }
 
-  // 2. One put_signal per (expert rank, home) pair, round by round so every rank's i-th
-  //    transfer goes out before anyone's (i+1)-th (the fabric sees them in time order).
+  // 2. One put per (expert rank, home) pair, round by round so every rank's i-th transfer
+  //    goes out before anyone's (i+1)-th (the fabric sees them in time order); then the
+  //    flags, each after its data.
+  std::vector<PendingSignal> pending;
   for (uint32_t i = 0; i < R; ++i) {
     for (uint32_t r = 0; r < R; ++r) {
       const uint32_t s = (r + i) % R;
@@ -145,10 +147,12 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
       const uint32_t n = rr.run_count[s];
       if (n == 0) continue;
       const uint64_t bytes = uint64_t{n} * l.combine_row_bytes;
-      Endpoint& ep = b.endpoint(r, i % W);
-      Status ps = ep.put_signal(b.combine_recv_row(s, handle.send[s].row_base_to[r]),
-                                b.combine_send_row(r, rr.run_first[s]), bytes,
-                                b.combine_flag(s, r), seq, SignalOp::kSet);
+      const uint32_t context = i % W;
+      Endpoint& ep = b.endpoint(r, context);
+      pending.push_back({ep.now().ns + i, r, context, s, seq});
+      Status ps = ep.put(b.combine_recv_row(s, handle.send[s].row_base_to[r]),
+                         b.combine_send_row(r, rr.run_first[s]), bytes);
+      if (ps.ok()) ps = ep.fence();  // send now, not behind earlier signals (see dispatch)
       if (!ps.ok())
         return failed(ps.with_context(strformat("moe_combine: rank %u to %u", r, s)));
       st.bytes_sent[r] += bytes;
@@ -159,6 +163,9 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
       }
     }
   }
+  MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
+    return b.combine_flag(p.dst, p.rank);
+  }).with_context("moe_combine"));
   for (uint32_t r = 0; r < R; ++r)
     for (uint32_t w = 0; w < W; ++w) {
       Status f = b.endpoint(r, w).fence();

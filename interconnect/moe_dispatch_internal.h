@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "interconnect/moe_buffer.h"
@@ -73,6 +74,25 @@ inline void load_hit(const uint8_t* header, uint32_t i, uint16_t* local_expert,
 // Modelled time of a local pass over `bytes` of HBM by one rank (its share of its NPU's
 // bandwidth), ns.
 double local_pass_ns(const MoeBuffer& buffer, double bytes);
+
+// A flag to set once the run it announces has gone out.
+struct PendingSignal {
+  double order_ns = 0;  // when its data was issued (signals go out in this order per rank)
+  uint32_t rank = 0;    // the issuing rank
+  uint32_t context = 0; // and its context (the one that put the data)
+  uint32_t dst = 0;     // the rank the flag is on
+  uint64_t value = 0;
+};
+
+// Issues every pending signal (SignalOp::kSet of p.value at flag(p)) from its context,
+// per rank in the order its data went out. Why batched after the puts: the fabric engine of
+// an NPU issues descriptors in order, and a signal cannot start before its data has landed,
+// so a put_signal per destination would hold every later operation of the NPU (other
+// destinations' reservations and data) until that destination's data arrived. Sent after
+// all the puts, the signals wait on data already in flight, in about the order it lands.
+// A failure is recorded in the buffer (DispatchEngine::fail) and returned.
+Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
+                     const std::function<GlobalAddr(const PendingSignal&)>& flag);
 
 // Access to MoeBuffer's protocol state (a friend of MoeBuffer).
 struct DispatchEngine {
