@@ -421,6 +421,26 @@ struct ContextTurn {
 
 }  // namespace
 
+LandingEstimator::LandingEstimator(const MoeBuffer& b) : b_(b) {
+  const dev::Topology& topo = b.topology();
+  egress_free_.assign(topo.num_npus(), 0.0);
+  ingress_free_.assign(topo.num_npus(), 0.0);
+  gbps_.resize(topo.num_npus());
+  for (dev::NpuId n = 0; n < topo.num_npus(); ++n) gbps_[n] = topo.npu_fabric_bandwidth_gbps(n);
+  hbm_gbps_ = topo.hbm.bandwidth_gbps;
+}
+
+double LandingEstimator::on_put(uint32_t src, uint32_t dst, double t_ns, uint64_t bytes) {
+  const dev::NpuId from = b_.npu_of(src), to = b_.npu_of(dst);
+  if (from == to) return t_ns + (hbm_gbps_ > 0 ? double(bytes) / hbm_gbps_ : 0.0);
+  const double out_ns = gbps_[from] > 0 ? double(bytes) / gbps_[from] : 0.0;
+  const double in_ns = gbps_[to] > 0 ? double(bytes) / gbps_[to] : 0.0;
+  const double start = std::max(t_ns, egress_free_[from]);
+  egress_free_[from] = start + out_ns;
+  ingress_free_[to] = std::max(ingress_free_[to], start) + in_ns;
+  return std::max(egress_free_[from], ingress_free_[to]);
+}
+
 Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
                      const std::function<GlobalAddr(const PendingSignal&)>& flag) {
   std::stable_sort(pending.begin(), pending.end(), [](const PendingSignal& x, const PendingSignal& y) {
@@ -497,6 +517,7 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     for (uint32_t w = 0; w < W && w < R; ++w)
       turns.push({b.endpoint(s, w).now().ns, s, w, w, false, 0});
   std::vector<PendingSignal> pending;
+  LandingEstimator landing(b);
   while (!turns.empty()) {
     ContextTurn turn = turns.top();
     turns.pop();
@@ -528,7 +549,7 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     } else {
       const uint64_t old = turn.reserved;
       const uint64_t bytes = uint64_t{n} * l.slot_bytes;
-      pending.push_back({ep.now().ns, s, turn.context, d, value});
+      pending.push_back({landing.on_put(s, d, ep.now().ns, bytes), s, turn.context, d, value});
       Status ps = ep.put(b.recv_slot(d, old), b.send_slot(s, handle.send[s].row_base_to[d]), bytes);
       // Send it now: a small run would otherwise wait in the transport's coalescing buffer
       // until its signal, and go out behind the signals of earlier runs (fence flushes

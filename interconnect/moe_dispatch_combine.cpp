@@ -140,6 +140,7 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
   //    goes out before anyone's (i+1)-th (the fabric sees them in time order); then the
   //    flags, each after its data.
   std::vector<PendingSignal> pending;
+  LandingEstimator landing(b);
   for (uint32_t i = 0; i < R; ++i) {
     for (uint32_t r = 0; r < R; ++r) {
       const uint32_t s = (r + i) % R;
@@ -149,7 +150,7 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
       const uint64_t bytes = uint64_t{n} * l.combine_row_bytes;
       const uint32_t context = i % W;
       Endpoint& ep = b.endpoint(r, context);
-      pending.push_back({ep.now().ns + i, r, context, s, seq});
+      pending.push_back({landing.on_put(r, s, ep.now().ns, bytes), r, context, s, seq});
       Status ps = ep.put(b.combine_recv_row(s, handle.send[s].row_base_to[r]),
                          b.combine_send_row(r, rr.run_first[s]), bytes);
       if (ps.ok()) ps = ep.fence();  // send now, not behind earlier signals (see dispatch)

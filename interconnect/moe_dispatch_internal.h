@@ -77,7 +77,7 @@ double local_pass_ns(const MoeBuffer& buffer, double bytes);
 
 // A flag to set once the run it announces has gone out.
 struct PendingSignal {
-  double order_ns = 0;  // when its data was issued (signals go out in this order per rank)
+  double order_ns = 0;  // when its data should land (signals go out in this order per rank)
   uint32_t rank = 0;    // the issuing rank
   uint32_t context = 0; // and its context (the one that put the data)
   uint32_t dst = 0;     // the rank the flag is on
@@ -85,14 +85,32 @@ struct PendingSignal {
 };
 
 // Issues every pending signal (SignalOp::kSet of p.value at flag(p)) from its context,
-// per rank in the order its data went out. Why batched after the puts: the fabric engine of
-// an NPU issues descriptors in order, and a signal cannot start before its data has landed,
-// so a put_signal per destination would hold every later operation of the NPU (other
-// destinations' reservations and data) until that destination's data arrived. Sent after
-// all the puts, the signals wait on data already in flight, in about the order it lands.
+// per rank in the order its data should land. Why batched after the puts, and why in that
+// order: the transport starts a signal when its data has landed, and the fabric engine of
+// an NPU issues descriptors in order, so a signal holds every later operation of its NPU
+// until its data arrived. A put_signal per destination would stall the reservations and
+// data of the next destinations behind it; signals sent after all the puts, earliest
+// landing first, each wait only for data already in flight.
 // A failure is recorded in the buffer (DispatchEngine::fail) and returned.
 Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
                      const std::function<GlobalAddr(const PendingSignal&)>& flag);
+
+// A fluid estimate of when each put lands, to order the signals: every NPU's egress and
+// ingress drain at its rated fabric bandwidth, in the order puts are issued (transfers
+// inside one NPU are HBM copies). Only an ordering heuristic: modelled times come from the
+// transport.
+class LandingEstimator {
+ public:
+  explicit LandingEstimator(const MoeBuffer& b);
+  // A put of `bytes` from rank src to rank dst issued at t_ns; returns its estimated landing.
+  double on_put(uint32_t src, uint32_t dst, double t_ns, uint64_t bytes);
+
+ private:
+  const MoeBuffer& b_;
+  std::vector<double> egress_free_, ingress_free_;  // per NPU id
+  std::vector<double> gbps_;                        // per NPU id
+  double hbm_gbps_ = 0;
+};
 
 // Access to MoeBuffer's protocol state (a friend of MoeBuffer).
 struct DispatchEngine {
