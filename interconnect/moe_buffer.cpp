@@ -179,6 +179,10 @@ void MoeBuffer::advance_rank(uint32_t rank, ModelTime t) {
   for (auto& ep : endpoints_[rank]) ep->advance_to(t);
 }
 
+void MoeBuffer::advance_all(ModelTime t) {
+  for (uint32_t r = 0; r < layout_.num_ranks; ++r) advance_rank(r, t);
+}
+
 ModelTime MoeBuffer::group_now() const {
   ModelTime t;
   for (uint32_t r = 0; r < layout_.num_ranks; ++r) t = max(t, rank_now(r));

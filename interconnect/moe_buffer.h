@@ -157,6 +157,10 @@ class MoeBuffer {
   void advance_rank(uint32_t rank, ModelTime t);
   // The latest clock over every rank.
   ModelTime group_now() const;
+  // Moves every context of every rank to t if later. A new buffer's contexts start at
+  // modelled time 0: a caller on a machine that already ran advances them to its own clock
+  // (dispatch starts every rank at the group's latest clock).
+  void advance_all(ModelTime t);
   // Every endpoint's statistics, summed.
   EndpointStats transport_stats() const;
 
