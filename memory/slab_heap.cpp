@@ -4,7 +4,8 @@
 // state is already 0.
 //
 // Invariant per slab: outside + free_stack.size() + (blocks_per_slab - bump) ==
-// blocks_per_slab; listed == (free_stack non-empty or bump < blocks_per_slab).
+// blocks_per_slab; bucket == -1 exactly when outside == blocks_per_slab (full) or parked,
+// else bucket == outside * kOccupancyBuckets / blocks_per_slab.
 #include "memory/slab_heap.h"
 
 #include "memory/mem_core.h"
@@ -17,31 +18,38 @@ SlabHeap::SlabHeap(MemCore& core, dev::NpuId npu)
 
 SlabHeap::~SlabHeap() = default;  // pages go with the page table and pools
 
-void SlabHeap::list_push_back(Bin& bin, Slab* s) {
-  MOE_ASSERT(!s->listed);
-  s->prev = bin.tail;
-  s->next = nullptr;
-  if (bin.tail) bin.tail->next = s;
-  else bin.head = s;
-  bin.tail = s;
-  s->listed = true;
+void SlabHeap::list_remove(Bin& bin, Slab* s) {
+  const int32_t b = s->bucket;
+  MOE_ASSERT(b >= 0);
+  if (s->prev) s->prev->next = s->next;
+  else bin.head[b] = s->next;
+  if (s->next) s->next->prev = s->prev;
+  else bin.tail[b] = s->prev;
+  s->prev = s->next = nullptr;
+  s->bucket = -1;
 }
 
-void SlabHeap::list_remove(Bin& bin, Slab* s) {
-  MOE_ASSERT(s->listed);
-  if (s->prev) s->prev->next = s->next;
-  else bin.head = s->next;
-  if (s->next) s->next->prev = s->prev;
-  else bin.tail = s->prev;
-  s->prev = s->next = nullptr;
-  s->listed = false;
+void SlabHeap::relist(Bin& bin, Slab* s) {
+  const int32_t want = s->outside < s->blocks
+                           ? static_cast<int32_t>(uint64_t{s->outside} * kOccupancyBuckets / s->blocks)
+                           : -1;
+  if (want == s->bucket) return;
+  if (s->bucket >= 0) list_remove(bin, s);
+  if (want < 0) return;
+  s->prev = bin.tail[want];
+  s->next = nullptr;
+  if (bin.tail[want]) bin.tail[want]->next = s;
+  else bin.head[want] = s;
+  bin.tail[want] = s;
+  s->bucket = want;
 }
 
 Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
   uint64_t gpn = 0;
   MOE_TRY(core_.reserve_general(1, 1, &gpn));
   Slab* slab;
-  if (!bin.parked.empty()) {
+  const bool from_parked = !bin.parked.empty();
+  if (from_parked) {
     slab = bin.parked.back();
   } else {
     auto fresh = std::make_unique<Slab>();
@@ -61,20 +69,23 @@ Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
     std::lock_guard<std::mutex> lock(owned_mu_);
     owned_.push_back(std::move(fresh));
   }
-  Status s = core_.map_fresh(&gpn, 1, npu_, make_owner(slab, OwnerTag::kSlab));
-  if (!s.ok()) {
-    core_.release_general(gpn, 1);
-    return s;
-  }
-  if (!bin.parked.empty() && bin.parked.back() == slab) bin.parked.pop_back();
+  // Set the slab up before its page is published (the owner word makes it findable).
   const uint32_t blocks = slab->size_class->blocks_per_slab;
   for (uint32_t i = 0; i <= blocks; ++i) slab->state[i].store(0, std::memory_order_relaxed);
   slab->base = gpn << core_.page_shift;
   slab->free_stack.clear();
   slab->bump = 0;
   slab->outside = 0;
+  Status s = core_.map_fresh(&gpn, 1, npu_, make_owner(slab, OwnerTag::kSlab));
+  if (!s.ok()) {
+    slab->base = 0;
+    if (!from_parked) bin.parked.push_back(slab);  // kept for the next attempt
+    core_.release_general(gpn, 1);
+    return s;
+  }
+  if (from_parked) bin.parked.pop_back();
   ++bin.slabs;
-  list_push_back(bin, slab);
+  relist(bin, slab);
   NpuCounters& k = core_.counters[npu_];
   k.slab_pages.fetch_add(1, std::memory_order_relaxed);
   k.slab_free_bytes.fetch_add(int64_t{blocks} * slab->size_class->bytes,
@@ -85,7 +96,7 @@ Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
 
 void SlabHeap::release_slab_locked(Bin& bin, Slab* slab) {
   MOE_ASSERT(slab->outside == 0);
-  if (slab->listed) list_remove(bin, slab);
+  if (slab->bucket >= 0) list_remove(bin, slab);
   const uint64_t gpn = slab->base >> core_.page_shift;
   core_.unmap(gpn);
   core_.release_general(gpn, 1);
@@ -103,7 +114,8 @@ Status SlabHeap::take(uint32_t c, uint32_t want, CachedBlock* out, uint32_t* got
   std::lock_guard<std::mutex> lock(bin.mu);
   uint32_t n = 0;
   while (n < want) {
-    Slab* slab = bin.head;
+    Slab* slab = nullptr;
+    for (int32_t b = kOccupancyBuckets - 1; b >= 0 && !slab; --b) slab = bin.head[b];
     if (!slab) {
       if (n > 0) break;  // enough for now; a new slab only when nothing was found
       MOE_TRY(new_slab_locked(bin, c, &slab));
@@ -123,7 +135,7 @@ Status SlabHeap::take(uint32_t c, uint32_t want, CachedBlock* out, uint32_t* got
       out[n++] = CachedBlock{slab->base + uint64_t{index} * size, &slab->state[index]};
       ++slab->outside;
     }
-    if (slab->free_stack.empty() && slab->bump == blocks) list_remove(bin, slab);
+    relist(bin, slab);
   }
   const int64_t bytes = int64_t{n} * core_.classes.at(c).bytes;
   NpuCounters& k = core_.counters[npu_];
@@ -146,8 +158,8 @@ void SlabHeap::give_back(uint32_t c, const CachedBlock* blocks, uint32_t n) {
     slab->free_stack.push_back(index);
     MOE_ASSERT(slab->outside > 0);
     --slab->outside;
-    if (!slab->listed) list_push_back(bin, slab);
     if (slab->outside == 0 && bin.slabs > 1) release_slab_locked(bin, slab);
+    else relist(bin, slab);
   }
   const int64_t bytes = int64_t{n} * sc.bytes;
   NpuCounters& k = core_.counters[npu_];

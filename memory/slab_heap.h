@@ -12,8 +12,10 @@
 // deleted before the heap: a parked slab is reused for the same class, so a stale pointer
 // read from the page table during a racing (buggy) double free still points to live memory.
 //
-// Refill prefers the slab at the head of the bin's list; slabs that get a block back are
-// appended at the tail, so allocation concentrates on few slabs and others can drain.
+// Slabs with free blocks are kept in kOccupancyBuckets lists per class by how full they
+// are; a refill takes from the fullest non-full slab, so allocation concentrates on few
+// slabs and sparsely used ones drain and are released (this is what bounds fragmentation
+// under churn, e.g. KV-cache blocks whose owners finish in random order).
 //
 // Thread-safety: take/give_back are thread-safe (one lock per size class).
 #pragma once
@@ -25,41 +27,13 @@
 #include <vector>
 
 #include "memory/size_classes.h"
+#include "memory/slab.h"
 #include "runtime/base/status.h"
 #include "runtime/device/topology.h"
 
 namespace moe::mem {
 
 class MemCore;
-
-// A block on its way between a slab and a caller: its address and its state byte.
-struct CachedBlock {
-  uint64_t addr;
-  std::atomic<uint8_t>* state;
-};
-
-struct Slab {
-  // Read by the free fast path (one cache line): where, which class, how to divide.
-  uint64_t base = 0;  // global address of the page; 0 while parked
-  // blocks + 1 entries (owned: state_owned): the extra one stays 0, so an address in the
-  // page's unused tail reads as "not allocated" without a bounds check.
-  std::atomic<uint8_t>* state = nullptr;
-  uint64_t magic = 0;                      // SizeClass::magic
-  uint32_t block_bytes = 0;
-  uint32_t blocks = 0;                     // blocks per slab
-  uint32_t class_index = 0;
-  uint32_t bin_index = 0;                  // npu * classes + class_index (ThreadCache::bins)
-  dev::NpuId npu = 0;
-  bool use_magic = false;
-  const SizeClass* size_class = nullptr;
-  std::unique_ptr<std::atomic<uint8_t>[]> state_owned;
-  std::vector<uint32_t> free_stack;
-  uint32_t bump = 0;     // blocks [bump, blocks_per_slab) were never handed out
-  uint32_t outside = 0;  // blocks handed out (to callers or thread caches)
-  Slab* prev = nullptr;  // in the bin's list of slabs with free blocks
-  Slab* next = nullptr;
-  bool listed = false;
-};
 
 struct SlabHeapSnapshot {
   uint64_t slabs = 0;
@@ -81,16 +55,18 @@ class SlabHeap {
   SlabHeapSnapshot snapshot();
 
  private:
+  static constexpr int32_t kOccupancyBuckets = 4;
   struct Bin {
     std::mutex mu;
-    Slab* head = nullptr;
-    Slab* tail = nullptr;
+    Slab* head[kOccupancyBuckets] = {};  // bucket b: b/4 <= used fraction < (b+1)/4
+    Slab* tail[kOccupancyBuckets] = {};
     uint32_t slabs = 0;  // live slabs of the class, listed or full
     std::vector<Slab*> parked;
   };
   Status new_slab_locked(Bin& bin, uint32_t c, Slab** out);
   void release_slab_locked(Bin& bin, Slab* slab);
-  static void list_push_back(Bin& bin, Slab* s);
+  // Puts the slab on the list its occupancy calls for (none when full).
+  static void relist(Bin& bin, Slab* s);
   static void list_remove(Bin& bin, Slab* s);
 
   MemCore& core_;
