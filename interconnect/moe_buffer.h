@@ -67,8 +67,9 @@ struct MoeBufferConfig {
   Mode mode = Mode::kFunctional;  // kTiming: no payload moves (shapes and counts do)
   // Endpoints per rank issuing in parallel (clamped to num_ranks): a blocking fetch_add
   // costs a round trip, so one context reserving slots on R destinations would take R round
-  // trips; W contexts take R / W.
-  uint32_t issue_contexts = 16;
+  // trips; W contexts take R / W. 32: about the vector cores of one die that a dispatch
+  // kernel would occupy (a 910C die has 48); on cm384 EP 256 gains nothing beyond it.
+  uint32_t issue_contexts = 32;
   int64_t wait_timeout_wall_ns = -1;  // wait_until limit; < 0: IC_WAIT_TIMEOUT_MS
 };
 
