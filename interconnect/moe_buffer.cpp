@@ -29,8 +29,7 @@ std::atomic<uint64_t> g_next_buffer_id{1};
 }  // namespace
 
 StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
-  if (c.npus.empty())
-    return make_error(StatusCode::kInvalidArgument, "moe buffer: npus is empty");
+  if (c.npus.empty()) return make_error(StatusCode::kInvalidArgument, "moe buffer: npus is empty");
   if (c.ranks_per_npu == 0)
     return make_error(StatusCode::kInvalidArgument, "moe buffer: ranks_per_npu is 0");
   const uint64_t ranks = uint64_t{c.npus.size()} * c.ranks_per_npu;
@@ -46,12 +45,10 @@ StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
                       "moe buffer: max_topk %u + max_shared_experts %u exceeds %u", c.max_topk,
                       c.max_shared_experts, kMaxHits);
   if (c.dispatch_format != TokenFormat::kBf16 && c.dispatch_format != TokenFormat::kInt8)
-    return make_error(StatusCode::kInvalidArgument,
-                      "moe buffer: dispatch_format %s (bf16 or int8)",
+    return make_error(StatusCode::kInvalidArgument, "moe buffer: dispatch_format %s (bf16 or int8)",
                       token_format_name(c.dispatch_format));
   if (c.combine_format != TokenFormat::kBf16 && c.combine_format != TokenFormat::kFloat32)
-    return make_error(StatusCode::kInvalidArgument,
-                      "moe buffer: combine_format %s (bf16 or fp32)",
+    return make_error(StatusCode::kInvalidArgument, "moe buffer: combine_format %s (bf16 or fp32)",
                       token_format_name(c.combine_format));
   if (c.mode != Mode::kFunctional && c.mode != Mode::kTiming)
     return make_error(StatusCode::kInvalidArgument, "moe buffer: unknown mode %u",
@@ -73,8 +70,7 @@ StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
   l.recv_offset = l.control_offset + control_bytes;
   l.send_offset = round_up(l.recv_offset + l.recv_slots * l.slot_bytes, 64);
   l.combine_send_offset = round_up(l.send_offset + l.send_slots * l.slot_bytes, 64);
-  l.combine_recv_offset =
-      round_up(l.combine_send_offset + l.recv_slots * l.combine_row_bytes, 64);
+  l.combine_recv_offset = round_up(l.combine_send_offset + l.recv_slots * l.combine_row_bytes, 64);
   l.rank_bytes = round_up(l.combine_recv_offset + l.send_slots * l.combine_row_bytes, 64);
   l.signal_words = 2 * uint64_t{l.num_ranks} * l.num_ranks + l.num_ranks;
   return l;
@@ -114,10 +110,11 @@ StatusOr<std::unique_ptr<MoeBuffer>> MoeBuffer::create(Transport& transport,
   const uint64_t needed_words = layout.signal_words;
   const int64_t table_words = options::kSignalTableWords.get();
   if (table_words >= 0 && static_cast<uint64_t>(table_words) < needed_words)
-    MOE_WARN("moe buffer of %u ranks uses %llu signal words but IC_SIGNAL_TABLE_WORDS is %lld: "
-             "modelled times of some waits will be too early; raise it",
-             layout.num_ranks, static_cast<unsigned long long>(needed_words),
-             static_cast<long long>(table_words));
+    MOE_WARN(
+        "moe buffer of %u ranks uses %llu signal words but IC_SIGNAL_TABLE_WORDS is %lld: "
+        "modelled times of some waits will be too early; raise it",
+        layout.num_ranks, static_cast<unsigned long long>(needed_words),
+        static_cast<long long>(table_words));
 
   std::unique_ptr<MoeBuffer> b(new MoeBuffer(memory, config, layout));
   mem::AllocRequest req;

@@ -55,11 +55,11 @@
 namespace moe::ic {
 
 struct MoeBufferConfig {
-  std::vector<dev::NpuId> npus;   // the group's NPUs (distinct), rank order
-  uint32_t ranks_per_npu = 1;     // 1: one rank per NPU; up to dies_per_npu: one per die
-                                  // (rank r is die r % ranks_per_npu of npus[r / ranks_per_npu])
+  std::vector<dev::NpuId> npus;  // the group's NPUs (distinct), rank order
+  uint32_t ranks_per_npu = 1;    // 1: one rank per NPU; up to dies_per_npu: one per die
+                                 // (rank r is die r % ranks_per_npu of npus[r / ranks_per_npu])
   uint32_t max_tokens_per_rank = 128;
-  uint32_t hidden = 7168;         // elements per token
+  uint32_t hidden = 7168;  // elements per token
   uint32_t max_topk = 8;
   uint32_t max_shared_experts = 0;
   TokenFormat dispatch_format = TokenFormat::kBf16;  // kBf16 or kInt8
@@ -78,14 +78,14 @@ struct MoeBufferLayout {
   uint32_t num_ranks = 0;
   uint32_t max_tokens_per_rank = 0;
   uint32_t hidden = 0;
-  uint32_t max_hits_per_token = 0;  // K
+  uint32_t max_hits_per_token = 0;   // K
   uint32_t max_dests_per_token = 0;  // D
   uint64_t header_bytes = 0;
   uint64_t payload_bytes = 0;
   uint64_t slot_bytes = 0;
   uint64_t combine_row_bytes = 0;
-  uint64_t recv_slots = 0;   // R * T
-  uint64_t send_slots = 0;   // T * D
+  uint64_t recv_slots = 0;  // R * T
+  uint64_t send_slots = 0;  // T * D
   uint64_t control_offset = 0;
   uint64_t recv_offset = 0;
   uint64_t send_offset = 0;
@@ -185,8 +185,8 @@ class MoeBuffer {
   std::vector<std::vector<std::unique_ptr<Endpoint>>> endpoints_;  // [rank][context]
   Status failure_;
   // Protocol state (moe_dispatch.cpp).
-  uint32_t epoch_ = 0;           // dispatches done; the current handle's epoch
-  uint64_t combine_seq_ = 0;     // combines done (the combine flag value)
+  uint32_t epoch_ = 0;        // dispatches done; the current handle's epoch
+  uint64_t combine_seq_ = 0;  // combines done (the combine flag value)
   // Timing mode: the slot headers, which the fabric does not carry there ([rank] bytes,
   // header_bytes per received slot).
   std::vector<std::vector<uint8_t>> shadow_headers_;

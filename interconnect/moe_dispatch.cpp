@@ -7,22 +7,27 @@
 //    rank crosses the fabric once. A source's slots for one destination are packed as one
 //    contiguous run in its send staging (in token order), so each (source, destination)
 //    pair costs one fetch_add (the reservation), one put (the run) and one signal (the
-//    flag, carried by put_signal after the data). The run's staging position is also the
-//    combine-receive row of each of its tokens at home, so combine needs no index exchange.
-//  - Issue order: a min-heap over every (rank, context) by modelled clock, so the driver
-//    sees each NPU's operations, and the fabric sees arrivals, in modelled-time order (its
-//    issue slots and ports are exact for in-order traffic). A context's destinations are
-//    the rank's rotated list (src + i) mod R, i = context, context + W, ..., so sources start
-//    on different destinations instead of all hitting rank 0 first.
+//    flag, after the data). The run's staging position is also the combine-receive row of
+//    each of its tokens at home, so combine needs no index exchange.
+//  - Issue order: a min-heap over every (rank, context) by modelled clock, the reservation
+//    and the put being separate events, so the driver sees each NPU's operations, and the
+//    fabric sees arrivals, in modelled-time order (an NPU's fabric engine issues in order,
+//    and its ports are exact for in-order traffic). A context's destinations are the rank's
+//    rotated list (src + i) mod R, i = context, context + W, ..., so sources start on
+//    different destinations instead of all hitting rank 0 first. Each put is flushed at
+//    once (fence) rather than left in the transport's coalescing buffer until its signal.
+//  - The flags go out after every put, per rank in estimated landing order
+//    (LandingEstimator, issue_signals).
 //  - The receiver trusts nothing it reads: every header is checked against the epoch, the
 //    run announced by the source's flag, and the rank's local experts; any mismatch is a
 //    kInternal error naming the slot (the transport promised exactly-once delivery).
+#include "interconnect/moe_dispatch.h"
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <queue>
 
-#include "interconnect/moe_dispatch.h"
 #include "interconnect/moe_dispatch_internal.h"
 #include "memory/global_memory.h"
 #include "runtime/base/check.h"
@@ -41,8 +46,7 @@ Status DispatchEngine::usable(const MoeBuffer& b, const char* what) {
   return s.with_context(strformat("%s: the buffer failed earlier and is unusable", what));
 }
 
-Status DispatchEngine::check_handle(const MoeBuffer& b, const DispatchHandle& h,
-                                    const char* what) {
+Status DispatchEngine::check_handle(const MoeBuffer& b, const DispatchHandle& h, const char* what) {
   if (h.buffer_id != b.id())
     return make_error(StatusCode::kFailedPrecondition,
                       "%s: the handle comes from another buffer (buffer %llu, this is %llu)", what,
@@ -62,8 +66,8 @@ using Engine = DispatchEngine;
 
 // The map resolved for one call: local indexes and each source's shared-expert candidates.
 struct ResolvedMap {
-  std::vector<std::vector<LocalExpert>> locals;        // [rank]
-  std::vector<std::vector<uint16_t>> routed_local;     // [expert][replica]: local index
+  std::vector<std::vector<LocalExpert>> locals;     // [rank]
+  std::vector<std::vector<uint16_t>> routed_local;  // [expert][replica]: local index
   struct Candidate {
     uint32_t rank;
     uint16_t local;
@@ -112,10 +116,14 @@ Status resolve_map(const MoeBuffer& b, const ExpertMap& map, ResolvedMap* out) {
       // Nearest class first: own rank, own NPU, own node, anywhere.
       auto same_class = [&](uint32_t r, int cls) {
         switch (cls) {
-          case 0: return r == s;
-          case 1: return b.npu_of(r) == b.npu_of(s);
-          case 2: return b.node_of(r) == b.node_of(s);
-          default: return true;
+          case 0:
+            return r == s;
+          case 1:
+            return b.npu_of(r) == b.npu_of(s);
+          case 2:
+            return b.node_of(r) == b.node_of(s);
+          default:
+            return true;
         }
       };
       for (int cls = 0; cls < 4 && out->shared[s][j].empty(); ++cls)
@@ -126,8 +134,8 @@ Status resolve_map(const MoeBuffer& b, const ExpertMap& map, ResolvedMap* out) {
   return ok_status();
 }
 
-Status check_inputs(const MoeBuffer& b, const ExpertMap& map,
-                    std::span<const DispatchInput> inputs, uint32_t topk) {
+Status check_inputs(const MoeBuffer& b, const ExpertMap& map, std::span<const DispatchInput> inputs,
+                    uint32_t topk) {
   const MoeBufferConfig& c = b.config();
   const uint32_t R = b.num_ranks();
   if (inputs.size() != R)
@@ -288,7 +296,8 @@ class SourcePacker {
         }
         store_header(at, h);
         if (payload != nullptr)
-          std::memcpy(at + hb, payload, uint64_t{H} * token_element_bytes(b_.config().dispatch_format));
+          std::memcpy(at + hb, payload,
+                      uint64_t{H} * token_element_bytes(b_.config().dispatch_format));
       }
       send->token_offsets.push_back(static_cast<uint32_t>(send->token_rows.size()));
     }
@@ -316,8 +325,8 @@ class SourcePacker {
 // the flags).
 Status build_receive(const MoeBuffer& b, uint32_t d, uint32_t epoch, uint32_t topk,
                      uint32_t num_shared, const std::vector<LocalExpert>& locals,
-                     const std::vector<uint32_t>& counts, const uint8_t* headers,
-                     RankReceive* out, std::vector<uint32_t>* run_row_base) {
+                     const std::vector<uint32_t>& counts, const uint8_t* headers, RankReceive* out,
+                     std::vector<uint32_t>* run_row_base) {
   const uint32_t R = b.num_ranks();
   const MoeBufferLayout& l = b.layout();
   uint64_t total = 0;
@@ -443,10 +452,11 @@ double LandingEstimator::on_put(uint32_t src, uint32_t dst, double t_ns, uint64_
 
 Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
                      const std::function<GlobalAddr(const PendingSignal&)>& flag) {
-  std::stable_sort(pending.begin(), pending.end(), [](const PendingSignal& x, const PendingSignal& y) {
-    if (x.rank != y.rank) return x.rank < y.rank;
-    return x.order_ns < y.order_ns;
-  });
+  std::stable_sort(pending.begin(), pending.end(),
+                   [](const PendingSignal& x, const PendingSignal& y) {
+                     if (x.rank != y.rank) return x.rank < y.rank;
+                     return x.order_ns < y.order_ns;
+                   });
   for (const PendingSignal& p : pending) {
     Status s = b.endpoint(p.rank, p.context).signal(flag(p), p.value, SignalOp::kSet);
     if (!s.ok()) {
@@ -479,7 +489,8 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
   handle.epoch = epoch;
   handle.topk = topk;
   handle.num_shared = map.num_shared();
-  for (uint32_t j = 0; j < map.num_shared(); ++j) handle.shared_weights.push_back(map.shared_weight(j));
+  for (uint32_t j = 0; j < map.num_shared(); ++j)
+    handle.shared_weights.push_back(map.shared_weight(j));
   handle.recv.resize(R);
   handle.send.resize(R);
   PhaseStats& st = handle.stats;
@@ -502,7 +513,8 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     SourcePacker packer(b, rm, map, topk, epoch);
     const double read_bytes_per_token = double(b.config().hidden) * 2;
     for (uint32_t s = 0; s < R; ++s) {
-      Status ps = packer.pack(s, inputs[s], &handle.send[s], functional ? nullptr : &send_headers[s]);
+      Status ps =
+          packer.pack(s, inputs[s], &handle.send[s], functional ? nullptr : &send_headers[s]);
       if (!ps.ok()) return failed(std::move(ps));
       const double bytes = read_bytes_per_token * inputs[s].num_tokens +
                            double(handle.send[s].num_rows) * double(l.slot_bytes);
@@ -528,12 +540,14 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     const uint64_t value = (uint64_t{epoch} << 32) | n;
     if (n == 0) {
       Status sig = ep.signal(b.dispatch_flag(d, s), value, SignalOp::kSet);
-      if (!sig.ok()) return failed(sig.with_context(strformat("moe_dispatch: rank %u to %u", s, d)));
+      if (!sig.ok())
+        return failed(sig.with_context(strformat("moe_dispatch: rank %u to %u", s, d)));
     } else if (!turn.put_due) {
       uint64_t old = 0;
       Status fa = ep.fetch_add(b.slot_counter(d), n, &old);
       if (!fa.ok())
-        return failed(fa.with_context(strformat("moe_dispatch: rank %u reserving %u slots on %u", s, n, d)));
+        return failed(
+            fa.with_context(strformat("moe_dispatch: rank %u reserving %u slots on %u", s, n, d)));
       if (old + n > l.recv_slots)
         return failed(make_error(StatusCode::kInternal,
                                  "moe_dispatch: rank %u reserved slots %llu..%llu on rank %u, "
@@ -560,9 +574,10 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
         std::vector<uint8_t>& sh = shadow[d];
         const uint64_t end = (old + n) * l.header_bytes;
         if (sh.size() < end) sh.resize(end);
-        std::memcpy(sh.data() + old * l.header_bytes,
-                    send_headers[s].data() + uint64_t{handle.send[s].row_base_to[d]} * l.header_bytes,
-                    uint64_t{n} * l.header_bytes);
+        std::memcpy(
+            sh.data() + old * l.header_bytes,
+            send_headers[s].data() + uint64_t{handle.send[s].row_base_to[d]} * l.header_bytes,
+            uint64_t{n} * l.header_bytes);
       }
       st.bytes_sent[s] += bytes;
       st.bytes_received[d] += bytes;
@@ -581,8 +596,8 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
   // 3b. The flags, each after its run's data (the transport orders a signal after the
   //     endpoint's earlier puts to that NPU), in the order the runs went out.
   MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
-    return b.dispatch_flag(p.dst, p.rank);
-  }).with_context("moe_dispatch"));
+            return b.dispatch_flag(p.dst, p.rank);
+          }).with_context("moe_dispatch"));
   for (uint32_t s = 0; s < R; ++s)
     for (uint32_t w = 0; w < W; ++w) {
       Status f = b.endpoint(s, w).fence();  // delivery errors, without moving the clock
@@ -600,7 +615,8 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
       uint64_t seen = 0;
       Status ws = ep.wait_until(b.dispatch_flag(d, s), Cmp::kGe, uint64_t{epoch} << 32, &seen);
       if (!ws.ok())
-        return failed(ws.with_context(strformat("moe_dispatch: rank %u waiting for rank %u", d, s)));
+        return failed(
+            ws.with_context(strformat("moe_dispatch: rank %u waiting for rank %u", d, s)));
       if ((seen >> 32) != epoch)
         return failed(make_error(StatusCode::kInternal,
                                  "moe_dispatch: rank %u: the flag of rank %u holds epoch %llu, "
@@ -619,8 +635,8 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     if (functional) {
       headers.resize(total * l.header_bytes);
       for (uint64_t i = 0; i < total; ++i) {
-        Status rs = b.memory().read(b.recv_slot(d, i), headers.data() + i * l.header_bytes,
-                                    l.header_bytes);
+        Status rs =
+            b.memory().read(b.recv_slot(d, i), headers.data() + i * l.header_bytes, l.header_bytes);
         if (!rs.ok()) return failed(std::move(rs));
       }
       hdr = headers.data();
@@ -645,7 +661,8 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
                                  d, s, run_row_base[s], handle.send[s].row_base_to[d]));
     // The slots are consumed: the counter starts from zero for the next dispatch.
     Status rs = ep.signal(b.slot_counter(d), 0, SignalOp::kSet);
-    if (!rs.ok()) return failed(rs.with_context(strformat("moe_dispatch: rank %u resetting its counter", d)));
+    if (!rs.ok())
+      return failed(rs.with_context(strformat("moe_dispatch: rank %u resetting its counter", d)));
     const ModelTime end = b.rank_now(d);
     b.advance_rank(d, end);
     st.rank_end_ns[d] = end.ns;
@@ -661,8 +678,8 @@ Status payload_to_floats(const MoeBuffer& b, const uint8_t* payload, float scale
                          std::span<float> out) {
   const uint32_t H = b.config().hidden;
   if (b.config().dispatch_format == TokenFormat::kInt8) {
-    dequantize_int8_row(std::span<const int8_t>(reinterpret_cast<const int8_t*>(payload), H),
-                        scale, out);
+    dequantize_int8_row(std::span<const int8_t>(reinterpret_cast<const int8_t*>(payload), H), scale,
+                        out);
   } else {
     for (uint32_t h = 0; h < H; ++h) {
       uint16_t v;
@@ -699,8 +716,8 @@ Status read_received_token(const MoeBuffer& buffer, const DispatchHandle& handle
   const RankReceive& rr = handle.recv[rank];
   if (slot >= rr.num_slots)
     return make_error(StatusCode::kInvalidArgument,
-                      "read_received_token: rank %u slot %u out of range (%u received)", rank,
-                      slot, rr.num_slots);
+                      "read_received_token: rank %u slot %u out of range (%u received)", rank, slot,
+                      rr.num_slots);
   if (out.size() != buffer.config().hidden)
     return make_error(StatusCode::kInvalidArgument,
                       "read_received_token: output holds %zu floats, hidden is %u", out.size(),

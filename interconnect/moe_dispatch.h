@@ -9,11 +9,14 @@
 //   2. packing: the source writes its slots into its send staging, one contiguous run per
 //      destination, in token order (INT8: quantised here with a per-token scale);
 //   3. per destination: ONE fetch_add on the destination's slot counter reserves a run of n
-//      slots, ONE put_signal writes the whole run there and sets the (destination, source)
-//      dispatch flag to (epoch << 32 | n); a destination that gets nothing still gets its
-//      flag (n = 0), which is how shapes stay dynamic with no counts exchanged beforehand.
-//      A source's destinations are spread over its issue contexts (MoeBufferConfig), so
-//      the round trips of the reservations overlap;
+//      slots, ONE put writes the whole run there, and ONE signal sets the (destination,
+//      source) dispatch flag to (epoch << 32 | n) once the run has landed (a put_signal in
+//      effect; the signals are issued after all of the rank's puts, earliest landing first,
+//      so that no signal holds the NPU's in-order fabric engine while later runs wait: see
+//      issue_signals in moe_dispatch_internal.h). A destination that gets nothing still gets
+//      its flag (n = 0), which is how shapes stay dynamic with no counts exchanged
+//      beforehand. A source's destinations are spread over its issue contexts
+//      (MoeBufferConfig), so the round trips of the reservations overlap;
 //   4. each destination waits for every source's flag, reads the slot headers, checks them
 //      (epoch, one contiguous run per source of the announced length, hits in range) and
 //      builds the receive layout: per local expert the list of its rows (slot, weight), the
@@ -24,10 +27,10 @@
 //   1. each expert rank reduces, per received slot, its rows' outputs weighted by their
 //      routing weights (FP32), converts the partial to the combine format and writes it into
 //      its combine-send rows (row i for slot i);
-//   2. per source rank it received from: ONE put_signal of the run of partials (contiguous:
-//      the source's slots were contiguous) into the source's combine-receive rows at the
-//      place the source chose at dispatch (its runs' order), setting the (source, expert
-//      rank) combine flag;
+//   2. per source rank it received from: ONE put of the run of partials (contiguous: the
+//      source's slots were contiguous) into the source's combine-receive rows at the place
+//      the source chose at dispatch (its runs' order), then the (source, expert rank)
+//      combine flag, signalled after the data as in dispatch;
 //   3. each home rank waits for the flags of the ranks it sent to, and sums, per token in
 //      FP32, its partials (in the order of the token's destinations); the result is rounded
 //      to the combine format.
@@ -94,21 +97,21 @@ struct ExpertRow {
 
 // What one rank received: the receive layout.
 struct RankReceive {
-  uint32_t num_slots = 0;               // tokens received (slots 0..num_slots-1 in use)
-  std::vector<SlotInfo> slots;          // per slot
-  std::vector<uint32_t> run_first;      // per source rank: its first slot here
-  std::vector<uint32_t> run_count;      // per source rank: its slots here
-  std::vector<LocalExpert> experts;     // this rank's local experts (ExpertMap order)
-  std::vector<uint32_t> expert_offsets; // rows of local expert j: rows[offsets[j]..[j+1])
-  std::vector<ExpertRow> rows;          // expert-major, slot order inside an expert
+  uint32_t num_slots = 0;                // tokens received (slots 0..num_slots-1 in use)
+  std::vector<SlotInfo> slots;           // per slot
+  std::vector<uint32_t> run_first;       // per source rank: its first slot here
+  std::vector<uint32_t> run_count;       // per source rank: its slots here
+  std::vector<LocalExpert> experts;      // this rank's local experts (ExpertMap order)
+  std::vector<uint32_t> expert_offsets;  // rows of local expert j: rows[offsets[j]..[j+1])
+  std::vector<ExpertRow> rows;           // expert-major, slot order inside an expert
   uint32_t num_rows() const { return static_cast<uint32_t>(rows.size()); }
 };
 
 // What one rank sent (as the tokens' home), for combine.
 struct RankSend {
   uint32_t num_tokens = 0;
-  std::vector<uint32_t> count_to;     // per destination rank: slots it reserved there
-  std::vector<uint32_t> row_base_to;  // per destination: its first combine-receive row here
+  std::vector<uint32_t> count_to;       // per destination rank: slots it reserved there
+  std::vector<uint32_t> row_base_to;    // per destination: its first combine-receive row here
   std::vector<uint32_t> token_offsets;  // token t's combine rows: token_rows[off[t]..[t+1])
   std::vector<uint32_t> token_rows;     // in the order of the token's destinations
   uint32_t num_rows = 0;                // combine-receive rows in use
@@ -116,11 +119,11 @@ struct RankSend {
 
 // Figures of one dispatch or combine. Modelled times in ns; wall in ns.
 struct PhaseStats {
-  double start_ns = 0;               // the common start (the group's latest clock)
-  std::vector<double> rank_end_ns;   // per rank: when it finished
-  double latency_ns = 0;             // max(rank_end_ns) - start_ns
-  std::vector<uint64_t> bytes_sent;      // per rank: payload bytes put, to itself included
-  std::vector<uint64_t> bytes_received;  // per rank
+  double start_ns = 0;                          // the common start (the group's latest clock)
+  std::vector<double> rank_end_ns;              // per rank: when it finished
+  double latency_ns = 0;                        // max(rank_end_ns) - start_ns
+  std::vector<uint64_t> bytes_sent;             // per rank: payload bytes put, to itself included
+  std::vector<uint64_t> bytes_received;         // per rank
   std::vector<uint64_t> fabric_bytes_sent;      // per rank: to other NPUs only
   std::vector<uint64_t> fabric_bytes_received;  // per rank: from other NPUs only
   int64_t wall_ns = 0;

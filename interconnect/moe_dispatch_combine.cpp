@@ -6,8 +6,8 @@
 //    visited, not once per expert (the same saving dispatch makes on the way out).
 //  - A source's slots on a rank are one contiguous run, and the source placed its rows of
 //    the run contiguously at home at dispatch (the run's staging position, carried in each
-//    slot header as combine_row), so each (expert rank, home) pair costs one put_signal; no
-//    atomics, no index exchange.
+//    slot header as combine_row), so each (expert rank, home) pair costs one put and one
+//    signal; no atomics, no index exchange.
 //  - The home sums a token's partials in the order of the token's destinations (the order
 //    of its top-k, then its shared experts): a fixed order, so results are bit-identical
 //    from run to run whatever the fabric did.
@@ -154,8 +154,7 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
       Status ps = ep.put(b.combine_recv_row(s, handle.send[s].row_base_to[r]),
                          b.combine_send_row(r, rr.run_first[s]), bytes);
       if (ps.ok()) ps = ep.fence();  // send now, not behind earlier signals (see dispatch)
-      if (!ps.ok())
-        return failed(ps.with_context(strformat("moe_combine: rank %u to %u", r, s)));
+      if (!ps.ok()) return failed(ps.with_context(strformat("moe_combine: rank %u to %u", r, s)));
       st.bytes_sent[r] += bytes;
       st.bytes_received[s] += bytes;
       if (b.npu_of(r) != b.npu_of(s)) {
@@ -165,8 +164,8 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
     }
   }
   MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
-    return b.combine_flag(p.dst, p.rank);
-  }).with_context("moe_combine"));
+            return b.combine_flag(p.dst, p.rank);
+          }).with_context("moe_combine"));
   for (uint32_t r = 0; r < R; ++r)
     for (uint32_t w = 0; w < W; ++w) {
       Status f = b.endpoint(r, w).fence();

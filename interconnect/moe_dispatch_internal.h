@@ -63,8 +63,8 @@ inline void store_hit(uint8_t* header, uint32_t i, uint16_t local_expert, uint16
   std::memcpy(at + 2, &topk_slot, 2);
   std::memcpy(at + 4, &weight, 4);
 }
-inline void load_hit(const uint8_t* header, uint32_t i, uint16_t* local_expert,
-                     uint16_t* topk_slot, float* weight) {
+inline void load_hit(const uint8_t* header, uint32_t i, uint16_t* local_expert, uint16_t* topk_slot,
+                     float* weight) {
   const uint8_t* at = header + kHitsOffset + i * kHitBytes;
   std::memcpy(local_expert, at, 2);
   std::memcpy(topk_slot, at + 2, 2);
@@ -77,10 +77,10 @@ double local_pass_ns(const MoeBuffer& buffer, double bytes);
 
 // A flag to set once the run it announces has gone out.
 struct PendingSignal {
-  double order_ns = 0;  // when its data should land (signals go out in this order per rank)
-  uint32_t rank = 0;    // the issuing rank
-  uint32_t context = 0; // and its context (the one that put the data)
-  uint32_t dst = 0;     // the rank the flag is on
+  double order_ns = 0;   // when its data should land (signals go out in this order per rank)
+  uint32_t rank = 0;     // the issuing rank
+  uint32_t context = 0;  // and its context (the one that put the data)
+  uint32_t dst = 0;      // the rank the flag is on
   uint64_t value = 0;
 };
 

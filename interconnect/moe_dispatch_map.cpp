@@ -21,12 +21,11 @@ ExpertMap ExpertMap::uniform(uint32_t num_experts, uint32_t num_ranks) {
 Status ExpertMap::add_replica(uint32_t expert, uint32_t rank) {
   if (expert >= num_experts_)
     return make_error(StatusCode::kInvalidArgument,
-                      "add_replica: expert %u out of range (the map has %u routed experts)",
-                      expert, num_experts_);
+                      "add_replica: expert %u out of range (the map has %u routed experts)", expert,
+                      num_experts_);
   if (rank >= num_ranks_)
     return make_error(StatusCode::kInvalidArgument,
-                      "add_replica: rank %u out of range (the map has %u ranks)", rank,
-                      num_ranks_);
+                      "add_replica: rank %u out of range (the map has %u ranks)", rank, num_ranks_);
   std::vector<uint32_t>& r = routed_[expert];
   if (std::find(r.begin(), r.end(), rank) != r.end())
     return make_error(StatusCode::kInvalidArgument,
@@ -44,11 +43,11 @@ Status ExpertMap::add_shared_expert(const std::vector<uint32_t>& ranks, float we
   for (size_t i = 0; i < ranks.size(); ++i) {
     if (ranks[i] >= num_ranks_)
       return make_error(StatusCode::kInvalidArgument,
-                        "add_shared_expert: rank %u out of range (the map has %u ranks)",
-                        ranks[i], num_ranks_);
+                        "add_shared_expert: rank %u out of range (the map has %u ranks)", ranks[i],
+                        num_ranks_);
     if (std::find(ranks.begin(), ranks.begin() + i, ranks[i]) != ranks.begin() + i)
-      return make_error(StatusCode::kInvalidArgument,
-                        "add_shared_expert: rank %u given twice", ranks[i]);
+      return make_error(StatusCode::kInvalidArgument, "add_shared_expert: rank %u given twice",
+                        ranks[i]);
   }
   if (index != nullptr) *index = static_cast<uint32_t>(shared_.size());
   shared_.push_back({ranks, weight});
@@ -73,8 +72,7 @@ std::vector<LocalExpert> ExpertMap::local_experts(uint32_t rank) const {
     if (std::find(routed_[e].begin(), routed_[e].end(), rank) != routed_[e].end())
       out.push_back({false, e});
   for (uint32_t s = 0; s < shared_.size(); ++s)
-    if (std::find(shared_[s].ranks.begin(), shared_[s].ranks.end(), rank) !=
-        shared_[s].ranks.end())
+    if (std::find(shared_[s].ranks.begin(), shared_[s].ranks.end(), rank) != shared_[s].ranks.end())
       out.push_back({true, s});
   return out;
 }

@@ -29,18 +29,24 @@ float quantize_row(size_t n, Load load, std::span<int8_t> out) {
 
 const char* token_format_name(TokenFormat format) {
   switch (format) {
-    case TokenFormat::kBf16: return "bf16";
-    case TokenFormat::kInt8: return "int8";
-    case TokenFormat::kFloat32: return "fp32";
+    case TokenFormat::kBf16:
+      return "bf16";
+    case TokenFormat::kInt8:
+      return "int8";
+    case TokenFormat::kFloat32:
+      return "fp32";
   }
   return "unknown";
 }
 
 uint32_t token_element_bytes(TokenFormat format) {
   switch (format) {
-    case TokenFormat::kBf16: return 2;
-    case TokenFormat::kInt8: return 1;
-    case TokenFormat::kFloat32: return 4;
+    case TokenFormat::kBf16:
+      return 2;
+    case TokenFormat::kInt8:
+      return 1;
+    case TokenFormat::kFloat32:
+      return 4;
   }
   return 0;
 }
@@ -51,7 +57,8 @@ float quantize_int8_row(std::span<const uint16_t> in_bf16, std::span<int8_t> out
 }
 
 float quantize_int8_row(std::span<const float> in, std::span<int8_t> out) {
-  return quantize_row(in.size(), [&](size_t i) { return in[i]; }, out);
+  return quantize_row(
+      in.size(), [&](size_t i) { return in[i]; }, out);
 }
 
 void dequantize_int8_row(std::span<const int8_t> in, float scale, std::span<float> out) {

@@ -36,8 +36,9 @@ RankRule routed_rule(const ic::ExpertMap& map) {
 
 }  // namespace
 
-TEST_CASE("ic.moe_dispatch: uniform routing on n8: every (source, token, expert) arrives once, "
-          "intact, at its expert") {
+TEST_CASE(
+    "ic.moe_dispatch: uniform routing on n8: every (source, token, expert) arrives once, "
+    "intact, at its expert") {
   Machine m("n8");
   for (ic::TokenFormat fmt : {ic::TokenFormat::kBf16, ic::TokenFormat::kInt8}) {
     CAPTURE(ic::token_format_name(fmt));
@@ -73,8 +74,9 @@ TEST_CASE("ic.moe_dispatch: uniform routing on n8: every (source, token, expert)
   }
 }
 
-TEST_CASE("ic.moe_dispatch: dispatch + combine equal the dense reference on n16 (BF16 and INT8 "
-          "dispatch, BF16 and FP32 combine)") {
+TEST_CASE(
+    "ic.moe_dispatch: dispatch + combine equal the dense reference on n16 (BF16 and INT8 "
+    "dispatch, BF16 and FP32 combine)") {
   Machine m("n16");
   const ic::ExpertMap map = ic::ExpertMap::uniform(64, 16);
   const Workload w = make_workload(16, 40, 128, 6, 64, 23, /*encoded=*/false);
@@ -122,14 +124,16 @@ TEST_CASE("ic.moe_dispatch: a hot expert (skewed routing) and ragged token count
   for (uint32_t s = 0; s < 16; ++s) CHECK(h->recv[2].run_count[s] == w.num_tokens[s]);
   // The hot rank receives the most bytes: every token once, whatever else it draws.
   const auto& st = h->stats;
-  CHECK(st.bytes_received[2] == *std::max_element(st.bytes_received.begin(), st.bytes_received.end()));
+  CHECK(st.bytes_received[2] ==
+        *std::max_element(st.bytes_received.begin(), st.bytes_received.end()));
   CHECK(st.bytes_received[2] == uint64_t{all_tokens} * b->layout().slot_bytes);
   const auto out = combine_all(*b, *h, run_experts(*b, *h));
   CHECK(check_against_reference(w, map, out, true, true) == 0);
 }
 
-TEST_CASE("ic.moe_dispatch: redundant replicas: a token goes to exactly one replica, load is "
-          "spread evenly") {
+TEST_CASE(
+    "ic.moe_dispatch: redundant replicas: a token goes to exactly one replica, load is "
+    "spread evenly") {
   Machine m("n16");
   auto b = m.buffer(small_config(64, 64, 3, ic::TokenFormat::kBf16, ic::TokenFormat::kFloat32), 16);
   ic::ExpertMap map = ic::ExpertMap::uniform(32, 16);
@@ -153,11 +157,13 @@ TEST_CASE("ic.moe_dispatch: redundant replicas: a token goes to exactly one repl
   CHECK(check_against_reference(w, map, out, false, false) == 0);
 }
 
-TEST_CASE("ic.moe_dispatch: shared experts go to the nearest replica (own rank, own NPU, own "
-          "node)") {
+TEST_CASE(
+    "ic.moe_dispatch: shared experts go to the nearest replica (own rank, own NPU, own "
+    "node)") {
   Machine m("n16");  // 2 nodes of 8 NPUs
   SUBCASE("a replica on every rank: each token stays home") {
-    auto b = m.buffer(small_config(32, 64, 2, ic::TokenFormat::kInt8, ic::TokenFormat::kBf16, 1), 16);
+    auto b =
+        m.buffer(small_config(32, 64, 2, ic::TokenFormat::kInt8, ic::TokenFormat::kBf16, 1), 16);
     ic::ExpertMap map = ic::ExpertMap::uniform(16, 16);
     std::vector<uint32_t> all(16);
     for (uint32_t r = 0; r < 16; ++r) all[r] = r;
@@ -173,7 +179,8 @@ TEST_CASE("ic.moe_dispatch: shared experts go to the nearest replica (own rank, 
     CHECK(check_against_reference(w, map, out, true, true) == 0);
   }
   SUBCASE("two replicas per node and a weighted second shared expert: the token's node") {
-    auto b = m.buffer(small_config(32, 64, 2, ic::TokenFormat::kBf16, ic::TokenFormat::kFloat32, 2), 16);
+    auto b =
+        m.buffer(small_config(32, 64, 2, ic::TokenFormat::kBf16, ic::TokenFormat::kFloat32, 2), 16);
     ic::ExpertMap map = ic::ExpertMap::uniform(16, 16);
     REQUIRE(map.add_shared_expert({1, 4, 9, 12}, 1.0f).ok());
     REQUIRE(map.add_shared_expert({15}, 0.5f).ok());
@@ -195,7 +202,8 @@ TEST_CASE("ic.moe_dispatch: shared experts go to the nearest replica (own rank, 
 
 TEST_CASE("ic.moe_dispatch: die ranks (two per NPU): the shared expert of the other die") {
   Machine m("n8");
-  ic::MoeBufferConfig c = small_config(24, 64, 2, ic::TokenFormat::kInt8, ic::TokenFormat::kBf16, 1);
+  ic::MoeBufferConfig c =
+      small_config(24, 64, 2, ic::TokenFormat::kInt8, ic::TokenFormat::kBf16, 1);
   c.ranks_per_npu = 2;
   auto b = m.buffer(c, 4);  // 4 NPUs x 2 dies = 8 ranks
   REQUIRE(b->num_ranks() == 8);
@@ -215,8 +223,9 @@ TEST_CASE("ic.moe_dispatch: die ranks (two per NPU): the shared expert of the ot
   CHECK(check_against_reference(w, map, out, true, true) == 0);
 }
 
-TEST_CASE("ic.moe_dispatch: repeated dispatch/combine rounds reuse the buffers (n64, masked "
-          "top-k entries)") {
+TEST_CASE(
+    "ic.moe_dispatch: repeated dispatch/combine rounds reuse the buffers (n64, masked "
+    "top-k entries)") {
   Machine m("n64");
   auto b = m.buffer(small_config(16, 32, 4, ic::TokenFormat::kInt8, ic::TokenFormat::kBf16), 64);
   const ic::ExpertMap map = ic::ExpertMap::uniform(128, 64);

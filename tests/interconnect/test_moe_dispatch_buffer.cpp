@@ -33,11 +33,10 @@ TEST_CASE("ic.moe_buffer: the sizing formula, worked for EP 256 x 128 tokens x 7
   CHECK(l->recv_offset == 4160);  // 8 * (1 + 2 * 256) = 4104, rounded to 64
   CHECK(l->signal_words == 2u * 256 * 256 + 256);
   // Regions in order, aligned, disjoint, inside the rank's bytes.
-  const uint64_t regions[][2] = {
-      {l->recv_offset, l->recv_slots * l->slot_bytes},
-      {l->send_offset, l->send_slots * l->slot_bytes},
-      {l->combine_send_offset, l->recv_slots * l->combine_row_bytes},
-      {l->combine_recv_offset, l->send_slots * l->combine_row_bytes}};
+  const uint64_t regions[][2] = {{l->recv_offset, l->recv_slots * l->slot_bytes},
+                                 {l->send_offset, l->send_slots * l->slot_bytes},
+                                 {l->combine_send_offset, l->recv_slots * l->combine_row_bytes},
+                                 {l->combine_recv_offset, l->send_slots * l->combine_row_bytes}};
   uint64_t end = l->recv_offset;
   for (const auto& r : regions) {
     CHECK(r[0] % 64 == 0);

@@ -73,8 +73,8 @@ TEST_CASE("ic.moe_dispatch.errors: bad inputs are refused before anything is sen
   ic::ExpertMap map = ic::ExpertMap::uniform(8, 4);
   REQUIRE(map.add_shared_expert({0, 1, 2, 3}).ok());
   const Workload good = make_workload(4, 16, 32, 2, 8, 1, true, Routing::kUniform, 0, false);
-  const uint64_t puts_before = b->transport_stats().puts + b->transport_stats().atomics +
-                               b->transport_stats().signals;
+  const uint64_t puts_before =
+      b->transport_stats().puts + b->transport_stats().atomics + b->transport_stats().signals;
 
   auto refused = [&](const Workload& w, uint32_t topk, const ic::ExpertMap& mp, StatusCode code,
                      const char* text) {
@@ -90,7 +90,8 @@ TEST_CASE("ic.moe_dispatch.errors: bad inputs are refused before anything is sen
   SUBCASE("an expert id out of range") {
     Workload w = good;
     w.ids[2][5] = 8;
-    refused(w, 2, map, StatusCode::kInvalidArgument, "rank 2 token 2 top-k position 1: expert 8 out of range");
+    refused(w, 2, map, StatusCode::kInvalidArgument,
+            "rank 2 token 2 top-k position 1: expert 8 out of range");
   }
   SUBCASE("a negative expert id other than -1") {
     Workload w = good;

@@ -80,8 +80,9 @@ dev::FaultSpec fault(dev::FaultKind kind, uint32_t target, double rate, double a
 
 }  // namespace
 
-TEST_CASE("ic.moe_dispatch.faults: plane down and corruption mid-run: bit-identical results, "
-          "zero lost bytes") {
+TEST_CASE(
+    "ic.moe_dispatch.faults: plane down and corruption mid-run: bit-identical results, "
+    "zero lost bytes") {
   const RunResult clean = run({});
   CHECK(clean.routing_problems == 0);
   CHECK(clean.reference_problems == 0);

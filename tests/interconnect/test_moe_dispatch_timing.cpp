@@ -95,8 +95,9 @@ TEST_CASE("ic.moe_dispatch.timing: timing mode runs the same protocol as functio
         StatusCode::kFailedPrecondition);
 }
 
-TEST_CASE("ic.moe_dispatch.timing: EP 64 at real shapes: bandwidth bound, no payload touched, "
-          "every wait recorded") {
+TEST_CASE(
+    "ic.moe_dispatch.timing: EP 64 at real shapes: bandwidth bound, no payload touched, "
+    "every wait recorded") {
   Machine m("n64");
   const int64_t table_full_before = ic::stats_counters::kSignalTableFull.total();
   auto b = m.buffer(real_shape(ic::Mode::kTiming), 64);
@@ -129,8 +130,9 @@ TEST_CASE("ic.moe_dispatch.timing: EP 64 at real shapes: bandwidth bound, no pay
   CHECK(ic::stats_counters::kSignalTableFull.total() == table_full_before);
 }
 
-TEST_CASE("ic.moe_dispatch.timing: latency follows the data, the hot rank and the issuing "
-          "contexts") {
+TEST_CASE(
+    "ic.moe_dispatch.timing: latency follows the data, the hot rank and the issuing "
+    "contexts") {
   const ic::ExpertMap map = ic::ExpertMap::uniform(64, 16);
   auto latency = [&](uint32_t hidden, uint32_t contexts, Routing routing, TimedRun* out = nullptr) {
     Machine m("n16");  // a fresh machine: no traffic of an earlier run in its engines

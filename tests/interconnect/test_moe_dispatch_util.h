@@ -70,10 +70,10 @@ struct Machine {
 struct Workload {
   uint32_t hidden = 0;
   uint32_t topk = 0;
-  std::vector<uint32_t> num_tokens;               // per rank
-  std::vector<std::vector<uint16_t>> tokens;      // per rank: tokens x hidden BF16
-  std::vector<std::vector<int32_t>> ids;          // per rank: tokens x topk
-  std::vector<std::vector<float>> weights;        // per rank: tokens x topk
+  std::vector<uint32_t> num_tokens;           // per rank
+  std::vector<std::vector<uint16_t>> tokens;  // per rank: tokens x hidden BF16
+  std::vector<std::vector<int32_t>> ids;      // per rank: tokens x topk
+  std::vector<std::vector<float>> weights;    // per rank: tokens x topk
 
   std::vector<ic::DispatchInput> inputs() const {
     std::vector<ic::DispatchInput> in(num_tokens.size());
@@ -106,8 +106,8 @@ enum class Routing { kUniform, kHot };
 // choice, so one rank receives every token); weights in (0, 1], BF16-exact. Token data:
 // `encoded` (see encoded_value; needs ranks < 126 and tokens < 128) or random BF16 in
 // [-2, 2). num_tokens[r] varies per rank when `ragged`.
-inline Workload make_workload(uint32_t ranks, uint32_t max_tokens, uint32_t hidden,
-                              uint32_t topk, uint32_t num_experts, uint64_t seed, bool encoded,
+inline Workload make_workload(uint32_t ranks, uint32_t max_tokens, uint32_t hidden, uint32_t topk,
+                              uint32_t num_experts, uint64_t seed, bool encoded,
                               Routing routing = Routing::kUniform, uint32_t hot = 0,
                               bool ragged = true) {
   Workload w;
@@ -124,8 +124,9 @@ inline Workload make_workload(uint32_t ranks, uint32_t max_tokens, uint32_t hidd
     w.tokens[r].resize(uint64_t{n} * hidden);
     for (uint32_t t = 0; t < n; ++t)
       for (uint32_t h = 0; h < hidden; ++h) {
-        const float v = encoded ? encoded_value(r, t, h)
-                                : static_cast<float>(static_cast<int64_t>(rng() % 4096) - 2048) / 1024.0f;
+        const float v =
+            encoded ? encoded_value(r, t, h)
+                    : static_cast<float>(static_cast<int64_t>(rng() % 4096) - 2048) / 1024.0f;
         w.tokens[r][uint64_t{t} * hidden + h] = ic::float_to_bf16(v);
       }
     w.ids[r].resize(uint64_t{n} * topk);
@@ -137,7 +138,7 @@ inline Workload make_workload(uint32_t ranks, uint32_t max_tokens, uint32_t hidd
         bool again;
         do {
           e = (k == 0 && routing == Routing::kHot) ? static_cast<int32_t>(hot)
-                                                  : static_cast<int32_t>(rng() % num_experts);
+                                                   : static_cast<int32_t>(rng() % num_experts);
           again = false;
           for (uint32_t j = 0; j < k; ++j) again = again || ids[j] == e;
         } while (again);
@@ -152,7 +153,9 @@ inline Workload make_workload(uint32_t ranks, uint32_t max_tokens, uint32_t hidd
 
 // The test's expert function: f(x)_h = a * x_h + b_h, with a and b depending on the expert
 // (routed id, or shared index), so a token processed by the wrong expert gives a wrong sum.
-inline double expert_scale(bool shared, uint32_t e) { return shared ? 1.25 : 0.5 + 0.03125 * (e % 32); }
+inline double expert_scale(bool shared, uint32_t e) {
+  return shared ? 1.25 : 0.5 + 0.03125 * (e % 32);
+}
 inline double expert_bias(bool shared, uint32_t e, uint32_t h) {
   return (shared ? 0.5 : 0.0) + 0.0078125 * static_cast<double>((e * 31u + h * 7u) % 17u);
 }
@@ -173,19 +176,18 @@ inline std::vector<std::vector<float>> run_experts(const ic::MoeBuffer& b,
       const uint32_t first = rr.expert_offsets[j];
       for (uint32_t i = 0; i < rr.expert_offsets[j + 1] - first; ++i)
         for (uint32_t h = 0; h < H; ++h)
-          out[r][uint64_t{first + i} * H + h] = static_cast<float>(
-              expert_scale(le.shared, le.expert) * rows[uint64_t{i} * H + h] +
-              expert_bias(le.shared, le.expert, h));
+          out[r][uint64_t{first + i} * H + h] =
+              static_cast<float>(expert_scale(le.shared, le.expert) * rows[uint64_t{i} * H + h] +
+                                 expert_bias(le.shared, le.expert, h));
     }
   }
   return out;
 }
 
 // Runs combine with fresh output arrays sized from the handle.
-inline std::vector<std::vector<float>> combine_all(ic::MoeBuffer& b,
-                                                   const ic::DispatchHandle& handle,
-                                                   const std::vector<std::vector<float>>& expert_out,
-                                                   ic::PhaseStats* stats = nullptr) {
+inline std::vector<std::vector<float>> combine_all(
+    ic::MoeBuffer& b, const ic::DispatchHandle& handle,
+    const std::vector<std::vector<float>>& expert_out, ic::PhaseStats* stats = nullptr) {
   const uint32_t H = b.config().hidden;
   std::vector<std::vector<float>> out(b.num_ranks());
   std::vector<std::span<const float>> in_spans;
@@ -206,7 +208,8 @@ namespace moetest {
 
 // Where the test expects hit (src, token, expert) to land: the rank. Computed by the test
 // from the documented rules, independently of the dispatcher.
-using RankRule = std::function<uint32_t(uint32_t src, uint32_t token, bool shared, uint32_t expert)>;
+using RankRule =
+    std::function<uint32_t(uint32_t src, uint32_t token, bool shared, uint32_t expert)>;
 
 // The documented rule for routed experts: replica (src + token) mod count.
 inline uint32_t routed_rank_rule(const ic::ExpertMap& map, uint32_t src, uint32_t token,
@@ -304,7 +307,8 @@ inline int check_routing(const ic::MoeBuffer& b, const ic::DispatchHandle& h, co
 }
 
 // The dense reference in double: out[s][t] = sum_k w_k f_{e_k}(x) + sum_j sw_j f_shared_j(x).
-inline std::vector<std::vector<double>> dense_reference(const Workload& w, const ic::ExpertMap& map) {
+inline std::vector<std::vector<double>> dense_reference(const Workload& w,
+                                                        const ic::ExpertMap& map) {
   std::vector<std::vector<double>> ref(w.num_tokens.size());
   const uint32_t H = w.hidden;
   for (uint32_t s = 0; s < w.num_tokens.size(); ++s) {
@@ -320,7 +324,8 @@ inline std::vector<std::vector<double>> dense_reference(const Workload& w, const
                  (expert_scale(false, e) * x + expert_bias(false, e, h));
         }
         for (uint32_t j = 0; j < map.num_shared(); ++j)
-          acc += double(map.shared_weight(j)) * (expert_scale(true, j) * x + expert_bias(true, j, h));
+          acc +=
+              double(map.shared_weight(j)) * (expert_scale(true, j) * x + expert_bias(true, j, h));
         ref[s][uint64_t{t} * H + h] = acc;
       }
   }
@@ -344,7 +349,8 @@ inline int check_against_reference(const Workload& w, const ic::ExpertMap& map,
       for (uint32_t h = 0; h < H; ++h) max_x = std::max(max_x, std::fabs(double(w.x(s, t, h))));
       for (uint32_t k = 0; k < w.topk; ++k) {
         const int32_t e = w.ids[s][uint64_t{t} * w.topk + k];
-        if (e >= 0) scale_sum += std::fabs(w.weights[s][uint64_t{t} * w.topk + k] * expert_scale(false, e));
+        if (e >= 0)
+          scale_sum += std::fabs(w.weights[s][uint64_t{t} * w.topk + k] * expert_scale(false, e));
       }
       for (uint32_t j = 0; j < map.num_shared(); ++j)
         scale_sum += std::fabs(map.shared_weight(j) * expert_scale(true, j));
@@ -358,10 +364,12 @@ inline int check_against_reference(const Workload& w, const ic::ExpertMap& map,
                                    (expert_scale(false, e) * x + expert_bias(false, e, h)));
         }
         for (uint32_t j = 0; j < map.num_shared(); ++j)
-          magnitude += std::fabs(map.shared_weight(j) * (expert_scale(true, j) * x + expert_bias(true, j, h)));
+          magnitude += std::fabs(map.shared_weight(j) *
+                                 (expert_scale(true, j) * x + expert_bias(true, j, h)));
         double tol = 1e-5 * (magnitude + 1.0);
         if (int8) tol += scale_sum * max_x / 254.0 * 1.001;
-        if (bf16_combine) tol += 2.0 * std::ldexp(magnitude + (int8 ? scale_sum * max_x / 254.0 : 0), -8);
+        if (bf16_combine)
+          tol += 2.0 * std::ldexp(magnitude + (int8 ? scale_sum * max_x / 254.0 : 0), -8);
         const double r = ref[s][uint64_t{t} * H + h];
         const double g = got[s][uint64_t{t} * H + h];
         const double err = std::fabs(g - r);

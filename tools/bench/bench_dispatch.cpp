@@ -73,7 +73,8 @@ struct DispatchBenchResult {
 };
 
 // Seeded uniform routing: top-k distinct experts per token, weights in (0, 1].
-void make_routing(const DispatchBenchConfig& c, uint32_t round, std::vector<std::vector<int32_t>>* ids,
+void make_routing(const DispatchBenchConfig& c, uint32_t round,
+                  std::vector<std::vector<int32_t>>* ids,
                   std::vector<std::vector<float>>* weights) {
   std::mt19937_64 rng(c.seed + round);
   ids->assign(c.ep, {});
@@ -201,7 +202,8 @@ DispatchBenchResult run_dispatch_bench(const DispatchBenchConfig& c) {
     ok &= res.dispatch_us >= res.dispatch_bound_us && res.combine_us >= res.combine_bound_us;
   }
   const int64_t overflow = ic::stats_counters::kSignalTableFull.total() - table_full_before;
-  if (overflow != 0) return fail(strformat("%lld signal updates went unrecorded", static_cast<long long>(overflow)));
+  if (overflow != 0)
+    return fail(strformat("%lld signal updates went unrecorded", static_cast<long long>(overflow)));
   res.ok = ok;
   if (!ok) res.error = "received counts differ from the routing, or latency under the bound";
   return res;
@@ -248,15 +250,18 @@ void print_result(const DispatchBenchConfig& c, const DispatchBenchResult& r, bo
     std::printf("%s\n", w.str().c_str());
     return;
   }
-  std::printf("dispatch on %s: EP %u, %u tokens/rank, hidden %u, top-%u of %u experts, %s dispatch, "
-              "%s combine, %u issue contexts/rank\n",
-              c.preset.c_str(), c.ep, c.tokens, c.hidden, c.topk, c.experts,
-              ic::token_format_name(c.dispatch_format), ic::token_format_name(c.combine_format),
-              c.issue_contexts);
+  std::printf(
+      "dispatch on %s: EP %u, %u tokens/rank, hidden %u, top-%u of %u experts, %s dispatch, "
+      "%s combine, %u issue contexts/rank\n",
+      c.preset.c_str(), c.ep, c.tokens, c.hidden, c.topk, c.experts,
+      ic::token_format_name(c.dispatch_format), ic::token_format_name(c.combine_format),
+      c.issue_contexts);
   if (!r.error.empty()) std::printf("  error: %s\n", r.error.c_str());
-  std::printf("  dispatch: %9.2f us modelled (bound %.2f us at %.0f GB/s), %7.1f GB/s per rank, "
-              "wall %.1f ms\n",
-              r.dispatch_us, r.dispatch_bound_us, r.rated_gbps, r.dispatch_gbps, r.dispatch_wall_ms);
+  if (r.slots == 0 && !r.ok) return;  // it did not run
+  std::printf(
+      "  dispatch: %9.2f us modelled (bound %.2f us at %.0f GB/s), %7.1f GB/s per rank, "
+      "wall %.1f ms\n",
+      r.dispatch_us, r.dispatch_bound_us, r.rated_gbps, r.dispatch_gbps, r.dispatch_wall_ms);
   std::printf("  combine:  %9.2f us modelled (bound %.2f us), %7.1f GB/s per rank, wall %.1f ms\n",
               r.combine_us, r.combine_bound_us, r.combine_gbps, r.combine_wall_ms);
   std::printf("  %llu slots, %llu expert rows; setup %.1f ms wall; check %s\n",
@@ -265,13 +270,14 @@ void print_result(const DispatchBenchConfig& c, const DispatchBenchResult& r, bo
 }
 
 void dispatch_usage(FILE* out) {
-  std::fprintf(out,
-               "usage: moe-bench dispatch [--ep N] [--tokens T] [--hidden H] [--topk K]\n"
-               "                          [--quant int8|bf16] [--combine bf16|fp32] [--experts E]\n"
-               "                          [--contexts W] [--supernode NAME] [--json]\n"
-               "  One MoE dispatch + combine on the simulated supernode (timing mode), printing\n"
-               "  modelled latency (us) and bandwidth, and wall time. Defaults: EP 8, 128 tokens,\n"
-               "  hidden 7168, top-8 of 256 experts, int8 dispatch, bf16 combine, 32 contexts, cm384.\n");
+  std::fprintf(
+      out,
+      "usage: moe-bench dispatch [--ep N] [--tokens T] [--hidden H] [--topk K]\n"
+      "                          [--quant int8|bf16] [--combine bf16|fp32] [--experts E]\n"
+      "                          [--contexts W] [--supernode NAME] [--json]\n"
+      "  One MoE dispatch + combine on the simulated supernode (timing mode), printing\n"
+      "  modelled latency (us) and bandwidth, and wall time. Defaults: EP 8, 128 tokens,\n"
+      "  hidden 7168, top-8 of 256 experts, int8 dispatch, bf16 combine, 32 contexts, cm384.\n");
 }
 
 bool parse_u32(const char* text, uint32_t* out) {
@@ -365,17 +371,19 @@ MOE_BENCHMARK(ic_dispatch) {
     d.ratio = r.dispatch_us > 0 ? r.dispatch_bound_us / r.dispatch_us : 0;
     d.clock = "modelled";
     d.ok = r.ok;
-    d.note = strformat("128 tok x 7168 x top-8 int8, cm384; %.0f GB/s per rank; baseline: busiest "
-                       "NPU's bytes at %.0f GB/s; ratio: fraction of that bound",
-                       r.dispatch_gbps, r.rated_gbps);
+    d.note = strformat(
+        "128 tok x 7168 x top-8 int8, cm384; %.0f GB/s per rank; baseline: busiest "
+        "NPU's bytes at %.0f GB/s; ratio: fraction of that bound",
+        r.dispatch_gbps, r.rated_gbps);
     ctx.record(d);
     bench::Record cb = d;
     cb.name = strformat("ic.combine_ep%u_us", ep);
     cb.value = r.combine_us;
     cb.baseline = r.combine_bound_us;
     cb.ratio = r.combine_us > 0 ? r.combine_bound_us / r.combine_us : 0;
-    cb.note = strformat("bf16 combine of the same; %.0f GB/s per rank; baseline and ratio as dispatch",
-                        r.combine_gbps);
+    cb.note =
+        strformat("bf16 combine of the same; %.0f GB/s per rank; baseline and ratio as dispatch",
+                  r.combine_gbps);
     ctx.record(cb);
     if (ep == 8) {
       wall_ep8 = r.dispatch_wall_ms + r.combine_wall_ms;
@@ -394,8 +402,9 @@ MOE_BENCHMARK(ic_dispatch) {
   w.ratio = wall_ep8 > 0 ? wall_ep256 / wall_ep8 : 0;
   w.clock = "wall";
   w.ok = ok8 && ok256;
-  w.note = "host time of one EP 256 dispatch + combine (timing mode); baseline: EP 8; ratio: "
-           "growth for 32x the ranks (about 1024x the (source, destination) pairs)";
+  w.note =
+      "host time of one EP 256 dispatch + combine (timing mode); baseline: EP 8; ratio: "
+      "growth for 32x the ranks (about 1024x the (source, destination) pairs)";
   ctx.record(w);
 }
 
