@@ -6,6 +6,7 @@
 #include <string>
 
 #include "runtime/base/clock.h"
+#include "tools/bench/bench_dispatch.h"
 #include "tools/lib/bench/harness.h"
 
 namespace {
@@ -13,6 +14,8 @@ namespace {
 void usage() {
   std::printf(
       "usage: moe-bench [--json FILE] [--filter TEXT] [--quick] [--list]\n"
+      "       moe-bench dispatch [--ep N --tokens T --hidden H --topk K --quant int8|bf16 ...]\n"
+      "                          [--json]   (one MoE dispatch + combine; --help for more)\n"
       "  Runs every benchmark (or those whose name contains TEXT). Each checks its own\n"
       "  results and reports a ratio against a baseline measured in the same run.\n"
       "  --json FILE  also write the records to FILE (make bench: build/bench.json)\n"
@@ -24,6 +27,8 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "dispatch") == 0)
+    return moe::bench::dispatch_command(argc - 1, argv + 1);
   std::string json_path;
   std::string filter;
   bool quick = false;
