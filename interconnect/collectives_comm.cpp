@@ -86,7 +86,6 @@ Status Call::begin() {
     st_.advance_member(r, t);
     start_ns_ = r == 0 ? t : std::min(start_ns_, t);
   }
-  expect_.assign(st_.size(), 0);
   return ok_status();
 }
 
@@ -123,36 +122,42 @@ Status Call::finish(CollectiveResult* out) {
   return ok_status();
 }
 
-Status Call::send(uint32_t s, uint32_t d, Sender sender, const Message& msg, GlobalAddr word) {
+Status Call::put_message(uint32_t s, uint32_t d, Sender sender, const Message& msg) {
   MemberState& from = st_.m[s];
   Endpoint& ep = sender == Sender::kTx ? *from.tx : *from.rx;
   if (msg.scratch_half >= 0)
     ep.advance_to(ModelTime{st_.m[d].drained_ns[msg.scratch_half] + st_.signal_latency_ns(d, s)});
   uint64_t bytes = 0;
-  const size_t n = msg.pieces.size();
-  for (size_t i = 0; i < n; ++i) {
-    const Piece& p = msg.pieces[i];
+  for (const Piece& p : msg.pieces) {
     bytes += p.bytes;
-    Status st = i + 1 < n ? ep.put(p.to, p.from, p.bytes)
-                          : ep.put_signal(p.to, p.from, p.bytes, word, 1, SignalOp::kAdd);
+    Status st = ep.put(p.to, p.from, p.bytes);
     if (!st.ok())
       return fail(std::move(st).with_context(
           strformat("message from member %u (npu %u) to member %u (npu %u)", s,
                     st_.members[s].npu, d, st_.members[d].npu)));
   }
-  if (n == 0) {
-    Status st = ep.signal(word, 1, SignalOp::kAdd);
-    if (!st.ok())
-      return fail(std::move(st).with_context(
-          strformat("signal from member %u (npu %u) to member %u (npu %u)", s,
-                    st_.members[s].npu, d, st_.members[d].npu)));
-  }
-  ++messages_;
   if (s != d) {
     payload_bytes_ += bytes;
     if (st_.node_of[s] != st_.node_of[d]) cross_node_bytes_ += bytes;
   }
   return ok_status();
+}
+
+Status Call::signal_message(uint32_t s, uint32_t d, Sender sender, GlobalAddr word) {
+  MemberState& from = st_.m[s];
+  Endpoint& ep = sender == Sender::kTx ? *from.tx : *from.rx;
+  Status st = ep.signal(word, 1, SignalOp::kAdd);
+  if (!st.ok())
+    return fail(std::move(st).with_context(
+        strformat("signal from member %u (npu %u) to member %u (npu %u)", s, st_.members[s].npu,
+                  d, st_.members[d].npu)));
+  ++messages_;
+  return ok_status();
+}
+
+Status Call::send(uint32_t s, uint32_t d, Sender sender, const Message& msg, GlobalAddr word) {
+  MOE_TRY(put_message(s, d, sender, msg));
+  return signal_message(s, d, sender, word);
 }
 
 Status Call::await_arrival(uint32_t d) {
@@ -179,15 +184,26 @@ Status Call::await_forward(uint32_t d) {
 
 Status Call::exchange(Sender sender, const Plan& plan) {
   const uint32_t n = st_.size();
-  for (uint32_t r = 0; r < n; ++r) {
+  // Pass 1: every member's data, in round order. Pass 2: the signals, a round at a time,
+  // each followed by the receivers' waits.
+  expect_.assign(size_t{n} * n, 0);
+  for (uint32_t r = 0; r < n; ++r)
     for (uint32_t s = 0; s < n; ++s) {
       const uint32_t d = (s + r) % n;
       msg_.clear();
-      expect_[d] = plan(s, d, &msg_) ? 1 : 0;
-      if (expect_[d]) MOE_TRY(send(s, d, sender, msg_, st_.arrival_word(d)));
+      if (!plan(s, d, &msg_)) continue;
+      expect_[size_t{s} * n + d] = 1;
+      MOE_TRY(put_message(s, d, sender, msg_));
     }
-    for (uint32_t d = 0; d < n; ++d)
-      if (expect_[d]) MOE_TRY(await_arrival(d));
+  for (uint32_t r = 0; r < n; ++r) {
+    for (uint32_t s = 0; s < n; ++s) {
+      const uint32_t d = (s + r) % n;
+      if (expect_[size_t{s} * n + d]) MOE_TRY(signal_message(s, d, sender, st_.arrival_word(d)));
+    }
+    for (uint32_t d = 0; d < n; ++d) {
+      const uint32_t s = (d + n - r) % n;
+      if (expect_[size_t{s} * n + d]) MOE_TRY(await_arrival(d));
+    }
   }
   return ok_status();
 }

@@ -96,16 +96,23 @@ class Call {
   // Marks the communicator broken; returns s with the collective's name in front.
   Status fail(Status s);
 
-  // Sends one message from s to d (puts then a signal on d's counter `word`). Accounts
-  // bytes. A scratch message first waits for the receiver's credit on that half.
+  // One message from s to d in two steps: its puts (accounting bytes; a scratch message
+  // first waits for the receiver's credit on that half), then the signal adding 1 to d's
+  // counter `word`, which follows every earlier put of the sender to d's NPU. Issuing all
+  // puts of a phase before its signals keeps each NPU's descriptors in modelled-time order
+  // (the fabric engine issues them in order, so a signal due late would hold back puts
+  // issued after it). send() does both at once.
+  Status put_message(uint32_t s, uint32_t d, Sender sender, const Message& msg);
+  Status signal_message(uint32_t s, uint32_t d, Sender sender, GlobalAddr word);
   Status send(uint32_t s, uint32_t d, Sender sender, const Message& msg, GlobalAddr word);
   // The receiver d waits for the next increment of its arrival counter.
   Status await_arrival(uint32_t d);
   Status await_forward(uint32_t d);
 
-  // A round-based exchange: in round r every member s sends plan(s, (s + r) mod n) when
-  // plan returns true (self messages in round 0), then each receiver waits for it. The
-  // message is built into *msg by plan.
+  // A round-based exchange. plan(s, d, msg) builds the message from s to d into *msg and
+  // returns whether there is one (an empty message still signals). First every member
+  // puts its data in round order (round r: s to (s + r) mod n; self messages in round 0),
+  // then round by round the signals go out and each receiver waits for its one increment.
   using Plan = std::function<bool(uint32_t s, uint32_t d, Message* msg)>;
   Status exchange(Sender sender, const Plan& plan);
 
@@ -122,7 +129,7 @@ class Call {
   uint64_t cross_node_bytes_ = 0;
   uint64_t messages_ = 0;
   Message msg_;
-  std::vector<uint8_t> expect_;
+  std::vector<uint8_t> expect_;  // [s * n + d]: a message in this exchange
 };
 
 // ---- validation (kInvalidArgument naming `what`, the buffer, the member) ----

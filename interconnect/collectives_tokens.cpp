@@ -12,9 +12,9 @@
 // own receive slot to the others in its node. Local destinations and lone remote ones are
 // sent directly.
 //
-// Execution. Phase 1 is the round-based exchange (round r: s sends to (s + r) mod n, every
-// pair one message, empty ones included, so the arrival counter rules hold). After each
-// round's waits, each receiver forwards what it relays for that round's source: its rx
+// Execution. Phase 1 is the round-based exchange (Call::exchange: all puts first, then
+// round r: s signals (s + r) mod n, every pair one message, empty ones included, so the
+// arrival counter rules hold). After each round's waits, each receiver forwards what it relays for that round's source: its rx
 // endpoint issues the forwards at its clock (so a forward leaves only after the relay saw
 // the token arrive) and signals the destination's forward counter, whose observer endpoint
 // waits for that increment at once (so its clock is the latest forwarded arrival).
@@ -213,6 +213,8 @@ StatusOr<CollectiveResult> Communicator::token_all_to_all(const TokenRoutes& rou
   MOE_TRY(call.begin());
   std::vector<uint32_t> tokens;
   Message msg;
+  // Pass 1: every source's direct puts, in round order. Pass 2: round by round, the
+  // signals, the receivers' waits, and the relays' forwards of that round's source.
   for (uint32_t r = 0; r < n; ++r) {
     for (uint32_t s = 0; s < n; ++s) {
       const uint32_t d = (s + r) % n;
@@ -225,7 +227,13 @@ StatusOr<CollectiveResult> Communicator::token_all_to_all(const TokenRoutes& rou
       add_runs(
           tokens, token_bytes, [](uint32_t t) { return uint64_t{t}; },
           [&](uint32_t t) { return routes.recv_slot(s, t, d); }, send[s], recv[d], &msg);
-      MOE_TRY(call.send(s, d, Sender::kTx, msg, st.arrival_word(d)));
+      MOE_TRY(call.put_message(s, d, Sender::kTx, msg));
+    }
+  }
+  for (uint32_t r = 0; r < n; ++r) {
+    for (uint32_t s = 0; s < n; ++s) {
+      const uint32_t d = (s + r) % n;
+      MOE_TRY(call.signal_message(s, d, Sender::kTx, st.arrival_word(d)));
     }
     for (uint32_t d = 0; d < n; ++d) {
       MOE_TRY(call.await_arrival(d));
