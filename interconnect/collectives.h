@@ -249,6 +249,9 @@ class Communicator {
   // get the same address: give them distinct offsets yourself.
   StatusOr<std::vector<GlobalAddr>> addresses_of(const mem::Allocation& allocation) const;
 
+  // What the members' endpoints did so far, summed (puts, bytes delivered, resends...).
+  EndpointStats transport_stats() const;
+
   // A member's modelled clock (the latest of its timelines), and a way to move it later (a
   // dependency on work outside the communicator).
   ModelTime member_time(uint32_t rank) const;

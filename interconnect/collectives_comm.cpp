@@ -411,6 +411,32 @@ int Communicator::rank_of(dev::NpuId npu, uint32_t die) const {
   return state_->rank_index[uint64_t{npu} * dies + die];
 }
 
+EndpointStats Communicator::transport_stats() const {
+  EndpointStats sum;
+  for (const MemberState& ms : state_->m)
+    for (const Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.obs.get()}) {
+      if (ep == nullptr) continue;
+      const EndpointStats& e = ep->stats();
+      sum.puts += e.puts;
+      sum.put_bytes += e.put_bytes;
+      sum.gets += e.gets;
+      sum.get_bytes += e.get_bytes;
+      sum.atomics += e.atomics;
+      sum.signals += e.signals;
+      sum.coalesced_puts += e.coalesced_puts;
+      sum.fabric_ops += e.fabric_ops;
+      sum.bytes_delivered += e.bytes_delivered;
+      sum.packets_lost += e.packets_lost;
+      sum.packets_corrupted += e.packets_corrupted;
+      sum.retransmissions += e.retransmissions;
+      sum.retransmitted_packets += e.retransmitted_packets;
+      sum.failovers += e.failovers;
+      sum.errors += e.errors;
+      sum.waits += e.waits;
+    }
+  return sum;
+}
+
 ModelTime Communicator::member_time(uint32_t rank) const {
   return ModelTime{state_->member_time_ns(rank)};
 }

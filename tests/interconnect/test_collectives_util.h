@@ -56,6 +56,16 @@ inline std::vector<GlobalAddr> alloc_each(Machine& m, const Communicator& comm, 
   return out;
 }
 
+// `bytes` (at least 8) on one NPU, filled with `fill`.
+inline GlobalAddr alloc_on(Machine& m, dev::NpuId npu, uint64_t bytes, uint8_t fill = 0) {
+  const uint64_t b = std::max<uint64_t>(bytes, 8);
+  auto a = m.memory->allocate_local(npu, b, 64);
+  REQUIRE_MESSAGE(a.ok(), a.status().to_string());
+  std::vector<uint8_t> v(b, fill);
+  REQUIRE(m.memory->write(a.value(), v.data(), b).ok());
+  return a.value();
+}
+
 inline std::vector<uint8_t> read(Machine& m, GlobalAddr a, uint64_t bytes) {
   std::vector<uint8_t> v(bytes);
   if (bytes > 0) REQUIRE(m.memory->read(a, v.data(), bytes).ok());
