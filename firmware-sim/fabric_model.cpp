@@ -34,6 +34,7 @@ Status FabricModel::build() {
                       dev::kMaxPlanes);
   num_planes_ = P;
   all_planes_ = (1u << P) - 1;
+  inv_planes_ = 1.0 / P;
   const size_t num_ports = topo_.links.size() * 2;
   for (const dev::LinkDesc& l : topo_.links) {
     if (!(l.bandwidth_gbps > 0) || !(l.latency_ns >= 0) || l.plane >= P)
@@ -271,41 +272,52 @@ void FabricModel::detect_symmetry() {
   }
   path_bundles_.resize(path_ports_.size());
   for (size_t i = 0; i < path_ports_.size(); ++i) path_bundles_[i] = port_bundle_[path_ports_[i]];
+  // Switch hops at least as fast as every NPU link never stretch a flow's tail.
+  double fastest_npu_ns_per_byte = bundles_[up_bundle_[0]].ns_per_byte;
+  for (uint32_t n = 0; n < N; ++n)
+    fastest_npu_ns_per_byte = std::min({fastest_npu_ns_per_byte,
+                                        bundles_[up_bundle_[n]].ns_per_byte,
+                                        bundles_[down_bundle_[n]].ns_per_byte});
+  pair_paths_.assign(static_cast<size_t>(S) * S, PairPath{});
+  pairs_through_bundle_.assign(bundles_.size(), {});
+  for (uint32_t a = 0; a < S; ++a)
+    for (uint32_t b = 0; b < S; ++b) {
+      const SwitchPath& sp = switch_paths_[a * S + b];
+      PairPath& pp = pair_paths_[a * S + b];
+      if (sp.hops == kNoPath || sp.hops == 0) continue;
+      pp.pure = 1;
+      for (uint32_t h = 0; h < sp.hops; ++h) {
+        const uint32_t bi = path_bundles_[sp.offset + h];
+        pp.mid_latency_ns += bundles_[bi].latency_ns;
+        if (!bundles_[bi].nonblocking || bundles_[bi].ns_per_byte > fastest_npu_ns_per_byte)
+          pp.pure = 0;
+      }
+      if (pp.pure)
+        for (uint32_t h = 0; h < sp.hops; ++h)
+          pairs_through_bundle_[path_bundles_[sp.offset + h]].push_back(a * S + b);
+    }
   symmetric_ = true;
 }
 
-double FabricModel::serve(Period& p, double arrive, double dur, double* start) {
-  if (arrive >= p.until) {  // the port is idle: a new busy period
-    p.start = arrive;
-    p.until = arrive + dur;
-    p.work = dur;
-    *start = arrive;
-    return arrive + dur;
-  }
-  const double length = p.until - p.start;
-  if (arrive >= p.start && p.work >= length) {  // a fully busy period: queue at its end
-    *start = p.until;
-    p.until += dur;
-    p.work += dur;
-    return p.until;
-  }
-  // Arrives during (or before) the current period: use the idle time before the period and
-  // the period's idle time after the arrival (assumed spread evenly), then extend it.
-  const double before = std::max(0.0, p.start - arrive);
+double FabricModel::serve_in_gaps(Period& p, double arrive, double dur, double* start) {
+  // Precondition: arrive < p.tail. The head [start, tail) holds the work not in the final
+  // block, its idle time assumed spread evenly.
+  const double head = p.tail - p.start;
+  const double idle = std::max(0.0, head - (p.work - (p.until - p.tail)));
+  const double before = std::max(0.0, p.start - arrive);  // wholly idle, before the period
   const double from = std::max(arrive, p.start);
-  const double idle = std::max(0.0, length - p.work);
-  const double idle_after = length > 0 ? idle * (p.until - from) / length : 0.0;
-  const double usable = before + idle_after;
+  const double rest = dur - before;     // what the idle time before cannot take
+  const double after = p.tail - from;   // the part of the head after the arrival
   double finish;
-  if (dur <= before) {
+  if (rest <= 0) {
     finish = arrive + dur;
-  } else if (dur <= usable) {
-    // Served in the period's gaps, at the rate the period leaves idle.
-    finish = std::min(p.until, from + (dur - before) * (p.until - from) / idle_after);
+  } else if (rest * head <= idle * after) {
+    // Fits the head's gaps after the arrival, served at the rate the head leaves idle.
+    finish = std::min(p.tail, from + rest * head / idle);
   } else {
-    finish = p.until + (dur - usable);
+    finish = p.until + (rest - (head > 0 ? idle * after / head : 0.0));
   }
-  *start = usable > 0 ? arrive : p.until;
+  *start = before > 0 || idle > 0 ? arrive : p.until;
   p.until = std::max(p.until, finish);
   p.start = std::min(p.start, arrive);
   p.work += dur;
@@ -349,9 +361,15 @@ PortCounters FabricModel::port_counters(uint32_t port) const {
   const size_t stride = symmetric_ ? num_planes_ : 1;
   const size_t i = port_bundle_[port] * stride + port_lane_[port];
   const Bundle& b = bundles_[port_bundle_[port]];
-  const uint64_t bytes = lane_bytes_[i] + b.all_lanes_bytes;
-  return PortCounters{bytes, lane_packets_[i] + b.all_lanes_packets, lane_lost_[i],
-                      lane_corrupted_[i], static_cast<double>(bytes) * b.ns_per_byte};
+  uint64_t bytes = lane_bytes_[i] + b.all_lanes_bytes;
+  uint64_t packets = lane_packets_[i] + b.all_lanes_packets;
+  if (symmetric_)
+    for (uint32_t pair : pairs_through_bundle_[port_bundle_[port]]) {
+      bytes += pair_paths_[pair].bytes;
+      packets += pair_paths_[pair].packets;
+    }
+  return PortCounters{bytes, packets, lane_lost_[i], lane_corrupted_[i],
+                      static_cast<double>(bytes) * b.ns_per_byte};
 }
 
 FabricModel::Period& FabricModel::lane_period(uint32_t port) {
@@ -398,7 +416,7 @@ double FabricModel::run_striped(dev::NpuId src, dev::NpuId dst, double ready,
   const uint32_t P = num_planes_;
   // The common state advances by the average plane's share; the flow ends with its most
   // loaded plane (at most one packet more).
-  const double avg = static_cast<double>(st.total_wire) / P;
+  const double avg = static_cast<double>(st.total_wire) * inv_planes_;
   // The most loaded plane: one with an extra packet, unless the only one also carries the
   // short last packet.
   const double max_lane = static_cast<double>(
@@ -407,17 +425,40 @@ double FabricModel::run_striped(dev::NpuId src, dev::NpuId dst, double ready,
                           : st.base_bytes + st.packet_wire);
   const double extra = std::max(0.0, max_lane - avg);
   const uint32_t S = plane_switches_[0];
-  const SwitchPath& sp = switch_paths_[attach0_[src] * S + attach0_[dst]];
+  const uint32_t pair = attach0_[src] * S + attach0_[dst];
+  const SwitchPath& sp = switch_paths_[pair];
+  PairPath& pp = pair_paths_[pair];
   const uint32_t hops = sp.hops + 2;
+  const bool lanes_differ = st.num_extra > 0 || st.short_bytes > 0;
   double start = ready, tail = ready, lat = 0, extra_ns = 0;
   for (uint32_t h = 0; h < hops; ++h) {
     const uint32_t bi = h == 0          ? up_bundle_[src]
                         : h == hops - 1 ? down_bundle_[dst]
                                         : path_bundles_[sp.offset + h - 1];
     Bundle& b = bundles_[bi];
-    b.all_lanes_bytes += st.base_bytes;
-    b.all_lanes_packets += st.base_packets;
-    if (st.num_extra > 0 || st.short_bytes > 0) {
+    if (h == 1 && pp.pure) {
+      // Switch hops that only add latency: one step over all of them, traffic counted on
+      // the pair (their bundles read it from there).
+      pp.bytes += st.base_bytes;
+      pp.packets += st.base_packets;
+      if (lanes_differ)
+        for (uint32_t m = 1; m < hops - 1; ++m) {
+          const size_t mb = static_cast<size_t>(path_bundles_[sp.offset + m - 1]) * P;
+          for (uint32_t e = 0; e < st.num_extra; ++e) {
+            lane_bytes_[mb + st.extra_lanes[e]] += st.packet_wire;
+            lane_packets_[mb + st.extra_lanes[e]] += 1;
+          }
+          lane_bytes_[mb + st.short_lane] -= st.short_bytes;
+        }
+      // Leaving the last switch hop: start and tail both moved by every latency so far.
+      const double last_lat = bundles_[path_bundles_[sp.offset + sp.hops - 1]].latency_ns;
+      start += lat + pp.mid_latency_ns - last_lat;
+      tail += lat + pp.mid_latency_ns - last_lat;
+      lat = last_lat;
+      h = hops - 2;
+      continue;
+    }
+    if (lanes_differ) {
       uint64_t* bytes = &lane_bytes_[static_cast<size_t>(bi) * P];
       uint64_t* packets = &lane_packets_[static_cast<size_t>(bi) * P];
       for (uint32_t e = 0; e < st.num_extra; ++e) {
@@ -426,6 +467,8 @@ double FabricModel::run_striped(dev::NpuId src, dev::NpuId dst, double ready,
       }
       bytes[st.short_lane] -= st.short_bytes;
     }
+    b.all_lanes_bytes += st.base_bytes;
+    b.all_lanes_packets += st.base_packets;
     const double dur = avg * b.ns_per_byte;
     const double arrive = start + lat;
     double finish;
@@ -563,10 +606,12 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   if (symmetric_ && !faulty && usable == all_planes_ && packets >= num_planes_ &&
       q.extra_wire_bytes == 0) {
     const uint32_t k = num_planes_;
-    const uint32_t start = static_cast<uint32_t>(rotation_[q.src] % k);
-    rotation_[q.src] += packets;
+    // rotation_ is kept below k, so no 64-bit division is needed here.
+    const uint32_t start = static_cast<uint32_t>(rotation_[q.src]);
     Stripe st;
     st.base_packets = packets / k;
+    uint64_t next = start + (packets - st.base_packets * k);
+    rotation_[q.src] = next >= k ? next - k : next;
     st.packet_wire = pb + header;
     st.base_bytes = st.base_packets * st.packet_wire;
     const uint32_t extra = static_cast<uint32_t>(packets - st.base_packets * k);
@@ -583,6 +628,30 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
     st.total_wire = q.bytes + packets * header;
     out->packets = static_cast<uint32_t>(packets);
     out->planes_used = all_planes_;
+    // The most common shape, straight-line: every plane alike, both NPU bundles in one
+    // state, switch hops that only add latency.
+    const uint32_t pair = attach0_[q.src] * plane_switches_[0] + attach0_[q.dst];
+    PairPath& pp = pair_paths_[pair];
+    Bundle& up = bundles_[up_bundle_[q.src]];
+    Bundle& down = bundles_[down_bundle_[q.dst]];
+    if (extra == 0 && short_bytes == 0 && up.uniform && down.uniform && !up.nonblocking &&
+        !down.nonblocking && (pp.pure || switch_paths_[pair].hops == 0)) {
+      const double avg = static_cast<double>(st.total_wire) * inv_planes_;
+      double up_start = 0, down_start = 0;
+      const double up_end = serve(up.shared, q.ready_ns, avg * up.ns_per_byte, &up_start);
+      up.all_lanes_bytes += st.base_bytes;
+      up.all_lanes_packets += st.base_packets;
+      pp.bytes += st.base_bytes;  // a no-op pair for paths without switch hops
+      pp.packets += st.base_packets;
+      const double to_down = up.latency_ns + pp.mid_latency_ns;
+      const double down_end =
+          serve(down.shared, up_start + to_down, avg * down.ns_per_byte, &down_start);
+      down.all_lanes_bytes += st.base_bytes;
+      down.all_lanes_packets += st.base_packets;
+      out->end_ns = std::max(down_end, up_end + to_down) + down.latency_ns;
+      now_ns_ = std::max(now_ns_, out->end_ns);
+      return;
+    }
     out->end_ns = run_striped(q.src, q.dst, q.ready_ns, st);
     now_ns_ = std::max(now_ns_, out->end_ns);
     return;
@@ -613,7 +682,7 @@ void FabricModel::transfer(const TransferRequest& q, FaultTable& faults, Transfe
   }
   out->packets = static_cast<uint32_t>(packets);
   const uint64_t start = rotation_[q.src] % k;
-  rotation_[q.src] += packets;
+  rotation_[q.src] = (rotation_[q.src] + packets) % num_planes_;
   const uint64_t used = std::min<uint64_t>(k, packets);
   const uint64_t base = packets / k, extra = packets % k, last_slot = (packets - 1) % k;
   double end = q.ready_ns;

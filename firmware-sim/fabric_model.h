@@ -15,11 +15,13 @@
 //    and its tail cannot leave before it arrived. The flow ends when its tail crosses the
 //    last hop. One flow on an idle two-hop path: hops x latency + wire_bytes / bandwidth.
 //  - A port is a fluid server remembering its current *busy period*: when it started, when
-//    it ends and how much work it holds. Work arriving after the period ends starts a new
-//    one (exact FIFO for traffic scheduled in time order). Work arriving during or before
-//    the period (the driver schedules doorbell by doorbell, so arrivals come out of time
-//    order) first uses the idle time of the period (assumed spread evenly) and the idle
-//    time before it; what does not fit extends the period. Two flows through one port take
+//    it ends, how much work it holds, and where its final gap-free block begins. Work
+//    arriving after the period ends starts a new one, work arriving in the final block
+//    queues at its end (exact FIFO for traffic scheduled in time order). Work arriving
+//    earlier (the driver schedules doorbell by doorbell, so arrivals come out of time order)
+//    first uses the idle time before the period and the period's idle time after its
+//    arrival (assumed spread evenly before the final block); what does not fit extends the
+//    period. Two flows through one port take
 //    twice as long; a port fed faster than it drains stays busy from the first arrival for
 //    the total work; k planes carry a transfer k times faster.
 //  - A switch-to-switch port that cannot be oversubscribed (its bandwidth is at least the
@@ -118,9 +120,11 @@ class FabricModel {
   static constexpr uint32_t kNoPath = ~0u;
   static constexpr uint32_t kLaneStride = 16;  // >= planes; lanes of a bundle are contiguous
 
-  // A port's busy period: [start, until) holding `work` ns of service.
+  // A port's busy period: [start, until) holding `work` ns of service, of which the final
+  // block [tail, until) is known to be busy without a gap.
   struct Period {
     double start = 0;
+    double tail = 0;
     double until = 0;
     double work = 0;
   };
@@ -162,8 +166,24 @@ class FabricModel {
   void detect_symmetry();
 
   // Serves `dur` ns of work arriving at `arrive`; sets *start (when service begins) and
-  // returns when it completes.
-  static double serve(Period& p, double arrive, double dur, double* start);
+  // returns when it completes. The common cases inline; arrivals into gaps out of line.
+  static double serve(Period& p, double arrive, double dur, double* start) {
+    if (arrive >= p.until) {  // the port is idle: a new busy period
+      p.start = p.tail = arrive;
+      p.until = arrive + dur;
+      p.work = dur;
+      *start = arrive;
+      return arrive + dur;
+    }
+    if (arrive >= p.tail) {  // inside the final busy block: queue at its end
+      *start = p.until;
+      p.until += dur;
+      p.work += dur;
+      return p.until;
+    }
+    return serve_in_gaps(p, arrive, dur, start);
+  }
+  static double serve_in_gaps(Period& p, double arrive, double dur, double* start);
 
   bool route(dev::NpuId src, dev::NpuId dst, dev::PlaneId plane, Route* out) const;
   Period& lane_period(uint32_t port);
@@ -182,6 +202,7 @@ class FabricModel {
   const dev::Topology& topo_;
   uint32_t num_planes_ = 0;
   uint32_t all_planes_ = 0;
+  double inv_planes_ = 1;
   // Ports: which bundle and lane (plane) each belongs to.
   std::vector<uint32_t> port_bundle_, port_lane_;
   std::vector<Bundle> bundles_;
@@ -200,6 +221,17 @@ class FabricModel {
   bool symmetric_ = false;
   std::vector<uint32_t> up_bundle_, down_bundle_, attach0_;  // per npu
   std::vector<uint32_t> path_bundles_;             // parallel to path_ports_ for plane 0
+  // Per switch pair of plane 0 (a x S + b): whether its switch hops are non-blocking and at
+  // least as fast as any NPU link (then they only add latency: `mid_latency_ns`), and the
+  // traffic striped transfers sent along it (added to its bundles' counters when read).
+  struct PairPath {
+    uint32_t pure = 0;
+    double mid_latency_ns = 0;
+    uint64_t bytes = 0;
+    uint64_t packets = 0;
+  };
+  std::vector<PairPath> pair_paths_;
+  std::vector<std::vector<uint32_t>> pairs_through_bundle_;  // bundle -> pair indexes
   std::vector<uint64_t> rotation_;  // per source NPU
   double atomic_payload_bytes_ = 16;
   double now_ns_ = 0;

@@ -180,7 +180,10 @@ Status NpuHbm::map_host(uint64_t offset, uint64_t bytes, void** host_ptr) {
 }
 
 Status NpuHbm::check_committed(uint64_t offset, uint64_t bytes, const char* what) const {
-  if (bytes == 0 || offset >= window_bytes_ || bytes > window_bytes_ - offset)
+  if (bytes == 0)
+    return make_error(StatusCode::kInvalidArgument, "npu %u: %s of 0 bytes at %#llx", npu_,
+                      what, static_cast<unsigned long long>(offset));
+  if (offset >= window_bytes_ || bytes > window_bytes_ - offset)
     return make_error(StatusCode::kInvalidArgument,
                       "npu %u: %s [%#llx, +%llu) is outside its HBM (%s)", npu_, what,
                       static_cast<unsigned long long>(offset),

@@ -207,6 +207,11 @@ class SimDriver final : public dev::Driver {
     MOE_TRY(find_queue(queue, "doorbell_ring", &q));
     const size_t n = q->pending_count;
     if (n == 0) return ok_status();
+    if (q->ringing)
+      return make_error(StatusCode::kFailedPrecondition,
+                        "doorbell_ring: queue %u (npu %u) rung from a kernel body it is running",
+                        q->id, q->npu);
+    q->ringing = true;
     q->batch.resize(n);
     q->batch_lost.assign(n, {0, 0});
     q->actions.clear();
@@ -234,6 +239,7 @@ class SimDriver final : public dev::Driver {
         q->done.insert(q->done.end(), q->batch.begin(), q->batch.end());
       }
     }
+    q->ringing = false;
     q->cv.notify_all();
     totals.publish();
     return ok_status();
@@ -243,7 +249,7 @@ class SimDriver final : public dev::Driver {
                           size_t* count) override {
     std::shared_ptr<SimQueue> q;
     MOE_TRY(find_queue(queue, "completions_poll", &q));
-    if (out == nullptr && max > 0)
+    if ((out == nullptr && max > 0) || count == nullptr)
       return make_error(StatusCode::kInvalidArgument, "completions_poll: queue %u: null output",
                         q->id);
     size_t moved = 0;
@@ -633,7 +639,7 @@ class SimDriver final : public dev::Driver {
           fail(StatusCode::kNpuLost);
           break;
         }
-        const dev::KernelWork kernel = w.get<dev::KernelWork>();
+        const dev::KernelWork& kernel = w.get<dev::KernelWork>();
         end = start + compute_.kernel_ns(kernel);
         clock = end;
         ++totals->kernels;
@@ -656,7 +662,7 @@ class SimDriver final : public dev::Driver {
                         totals);
         break;
       case WorkKind::kHostCopy: {
-        const dev::HostCopyWork h = w.get<dev::HostCopyWork>();
+        const dev::HostCopyWork& h = w.get<dev::HostCopyWork>();
         double& clock = host_copy_clock_[q.npu];
         start = std::max(not_before, clock);
         if (lost_at(q.npu, start)) {
@@ -737,7 +743,8 @@ class SimDriver final : public dev::Driver {
     const uint32_t undelivered_begin = static_cast<uint32_t>(q.undelivered.size());
     if (t.src.npu == t.dst.npu) {
       // Inside one NPU: an HBM-to-HBM copy, no fabric packets.
-      end = start + fabric_->route_latency_ns(q.npu, t.src.npu) + compute_.local_copy_ns(t.bytes);
+      end = start + (q.npu == t.src.npu ? 0.0 : fabric_->route_latency_ns(q.npu, t.src.npu)) +
+            compute_.local_copy_ns(t.bytes);
     } else {
       TransferRequest r;
       r.src = t.src.npu;
@@ -745,7 +752,8 @@ class SimDriver final : public dev::Driver {
       r.bytes = t.bytes;
       r.plane_mask = t.plane_mask;
       // A third-party transfer (a get) first sends its request to the source.
-      r.ready_ns = start + fabric_->route_latency_ns(q.npu, t.src.npu);
+      r.ready_ns =
+          q.npu == t.src.npu ? start : start + fabric_->route_latency_ns(q.npu, t.src.npu);
       r.queue = q.id;
       r.seq = q.seq++;
       r.extra_wire_bytes = uint64_t{t.num_segments} * segment_header_bytes_;

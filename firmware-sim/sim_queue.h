@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -46,12 +47,11 @@ struct QueuedWork {
       case dev::WorkKind::kMarker: break;
     }
   }
-  // Precondition: T is the struct of `kind`.
+  // The stored struct (store() copied it there, which begins its lifetime: the work
+  // structs are implicit-lifetime types). Precondition: T is the struct of `kind`.
   template <typename T>
-  T get() const {
-    T v;
-    std::memcpy(static_cast<void*>(&v), body, sizeof(T));
-    return v;
+  const T& get() const {
+    return *std::launder(reinterpret_cast<const T*>(body));
   }
 };
 
@@ -91,6 +91,7 @@ struct SimQueue {
   uint64_t started = 0;  // descriptors handed to the engine, ever (the next work_index)
   // Per batch entry: its range in `undelivered` (empty when every packet arrived).
   std::vector<std::pair<uint32_t, uint32_t>> batch_lost;
+  bool ringing = false;  // a doorbell of this queue is running (kernel bodies may not ring it)
 
   // Model state (under the driver's model lock).
   uint64_t seq = 0;             // fabric operations issued, for the fault draws

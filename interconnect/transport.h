@@ -259,7 +259,8 @@ struct TransportOptions {
 
 // Asks each implementation, in priority order, whether it can serve this driver, and opens
 // the first that can (or the one named). kNotFound lists the implementations and why each
-// declined. The driver and memory outlive the transport and its endpoints.
+// declined. The driver and memory outlive the transport; the transport outlives its
+// endpoints and groups.
 StatusOr<std::unique_ptr<Transport>> open_transport(dev::Driver& driver, mem::GlobalMemory& memory,
                                                     const TransportOptions& options = {});
 // Names of the implementations, in priority order.

@@ -122,6 +122,8 @@ class UbEndpoint final : public Endpoint {
     const uint8_t* from = static_cast<const uint8_t*>(data);
     for (const Piece& p : pieces_) {
       MOE_TRY(coalesce(p.dst, 0, p.bytes, from));
+      // Staged either way; sent at once when coalescing is off for its size.
+      if (p.bytes > cfg_.caps.coalesce_max_put_bytes) MOE_TRY(flush_batch(p.dst.npu));
       from += p.bytes;
     }
     return ok_status();
@@ -129,16 +131,18 @@ class UbEndpoint final : public Endpoint {
 
   Status get(GlobalAddr dst, GlobalAddr src, uint64_t bytes) override {
     double end = 0;
-    MOE_TRY(get_impl(dst, src, bytes, &end, "get"));
+    bool issued = false;
+    MOE_TRY(get_impl(dst, src, bytes, &end, &issued, "get"));
     clock_ns_ = std::max(clock_ns_, end);
     return ok_status();
   }
 
   Status get_nbi(GlobalAddr dst, GlobalAddr src, uint64_t bytes) override {
     double end = 0;
-    Status s = get_impl(dst, src, bytes, &end, "get_nbi");
-    if (s.group() == StatusGroup::kArgument) return s;  // refused: nothing was issued
-    keep_error(std::move(s));
+    bool issued = false;
+    Status s = get_impl(dst, src, bytes, &end, &issued, "get_nbi");
+    if (!issued) return s;  // refused at the call
+    keep_error(std::move(s));  // a delivery error: reported by quiet
     outstanding_end_ = std::max(outstanding_end_, end);
     return ok_status();
   }
@@ -538,7 +542,8 @@ class UbEndpoint final : public Endpoint {
     return first;
   }
 
-  Status get_impl(GlobalAddr dst, GlobalAddr src, uint64_t bytes, double* end,
+  // *issued: whether anything reached the driver (otherwise the call was refused).
+  Status get_impl(GlobalAddr dst, GlobalAddr src, uint64_t bytes, double* end, bool* issued,
                   const char* what) {
     tick();
     ++stats_.gets;
@@ -551,6 +556,7 @@ class UbEndpoint final : public Endpoint {
       MOE_TRY(flush_batch(p.src.npu));  // read what this endpoint put there
       items_.push_back(transfer_item(p, clock_ns_));
     }
+    *issued = true;
     MOE_TRY(run_items());
     for (const FabricItem& it : items_) {
       *end = std::max(*end, it.end_ns);

@@ -1,12 +1,7 @@
-// GlobalMemory: the public face; the fast paths live here, next to the thread-local memo
-// they read (a trivially destructible thread_local defined in this file compiles to a plain
-// %fs-relative access).
-//
-// Fast allocation: memo hit -> this NPU's cache -> the class's stack -> pop, mark the block
-// allocated (a relaxed store: the block is this thread's until it returns it). Fast free:
-// page-table owner lookup (two loads) -> slab -> block index (multiply-shift) -> one atomic
-// exchange of the block's state 1 -> 0, which is what refuses a second free of the same
-// block even from two threads at once -> push. Everything else goes to the slow paths.
+// GlobalMemory: the public face. The allocation fast paths are inlined in the header (a pop
+// or a push on the calling thread's cache, found through a thread-local memo); this file
+// holds everything they hand off: first use by a thread, empty and full cache bins, other
+// sizes and policies, and every error, with a message naming what the address is.
 #include "memory/global_memory.h"
 
 #include <algorithm>
@@ -22,23 +17,6 @@
 #include "runtime/base/log.h"
 
 namespace moe::mem {
-namespace {
-
-struct TlsMemo {
-  uint64_t instance_id;
-  ThreadCache* cache;
-  CacheBin* bins;  // cache->bins, one load less on the fast paths
-};
-thread_local TlsMemo t_memo{0, nullptr, nullptr};
-
-// Exactness of the remainder test below (see size_classes.cpp for the quotient): with
-// p = n * m, m = ceil(2^44 / d), n = q d + r, n < 2^22, d <= 2^21: the low 44 bits of p
-// are q e + r m with e = m d - 2^44 < d. For r = 0 that is q e < n < 2^22; for r >= 1 it is
-// at least m >= 2^23. So n is a multiple of d exactly when the low 44 bits are below 2^22.
-constexpr uint64_t kLow44 = (uint64_t{1} << 44) - 1;
-constexpr uint64_t kExactBelow = uint64_t{1} << 22;
-
-}  // namespace
 
 std::string to_string(GlobalAddr addr) {
   return strformat("0x%016llx", static_cast<unsigned long long>(addr.value));
@@ -64,6 +42,7 @@ GlobalMemory::GlobalMemory(std::unique_ptr<MemCore> core) : core_(std::move(core
   num_npus_ = core_->num_npus;
   slab_max_bytes_ = core_->classes.max_bytes();
   bins_per_npu_ = core_->classes.count();
+  classes_ = &core_->classes;
   records_ = std::make_unique<RecordTable>(*core_);
   caches_ = std::make_unique<CacheRegistry>(*core_);
   instance_id_ = caches_->id();
@@ -82,10 +61,10 @@ const MemConfig& GlobalMemory::config() const { return core_->config; }
 dev::Driver* GlobalMemory::driver() const { return core_->driver; }
 
 ThreadCache* GlobalMemory::thread_cache() {
-  if (t_memo.instance_id == instance_id_) [[likely]]
-    return t_memo.cache;
+  if (detail::t_memo.instance_id == instance_id_) [[likely]]
+    return detail::t_memo.cache;
   ThreadCache* tc = caches_->attach();
-  t_memo = TlsMemo{instance_id_, tc, tc->bins};
+  detail::t_memo = detail::TlsMemo{instance_id_, tc, tc->bins};
   return tc;
 }
 
@@ -96,24 +75,6 @@ Status GlobalMemory::check_npu(dev::NpuId npu, const char* field) const {
 }
 
 // ---- allocation ----
-
-StatusOr<GlobalAddr> GlobalMemory::allocate_local(dev::NpuId npu, uint64_t bytes,
-                                                  uint64_t alignment) {
-  if (bytes - 1 < slab_max_bytes_ && alignment <= 16 && npu < num_npus_) [[likely]] {
-    const uint32_t c = core_->classes.index_of(bytes);
-    if (t_memo.instance_id != instance_id_) [[unlikely]]
-      thread_cache();
-    CacheBin& bin = t_memo.bins[uint64_t{npu} * bins_per_npu_ + c];
-    const uint32_t n = bin.count.load(std::memory_order_relaxed);
-    if (n > 0) [[likely]] {
-      const CachedBlock block = bin.items[n - 1];
-      bin.count.store(n - 1, std::memory_order_relaxed);
-      block.state->store(1, std::memory_order_relaxed);
-      return GlobalAddr(block.addr);
-    }
-  }
-  return allocate_local_slow(npu, bytes, alignment);
-}
 
 StatusOr<GlobalAddr> GlobalMemory::allocate_local_slow(dev::NpuId npu, uint64_t bytes,
                                                        uint64_t alignment) {
@@ -204,45 +165,23 @@ StatusOr<Allocation> GlobalMemory::allocate(const AllocRequest& req) {
   return records_->allocate(req);
 }
 
-Status GlobalMemory::free(GlobalAddr addr) {
-  const uintptr_t owner = view_.owner(addr.value >> page_shift_);
-  if (owner_tag(owner) == OwnerTag::kSlab) [[likely]] {
-    Slab* slab = owner_ptr<Slab>(owner);
-    const uint64_t offset = addr.value - slab->base;
-    if (offset < page_bytes_) [[likely]] {
-      uint64_t index;
-      bool exact;
-      if (slab->use_magic) [[likely]] {
-        const uint64_t p = offset * slab->magic;
-        index = p >> 44;
-        exact = (p & kLow44) < kExactBelow;
-      } else {
-        index = offset / slab->block_bytes;
-        exact = index * slab->block_bytes == offset;
-      }
-      // index <= blocks (the state array has one spare entry that is always 0).
-      if (exact && slab->state[index].exchange(0, std::memory_order_acq_rel) == 1) [[likely]] {
-        if (t_memo.instance_id != instance_id_) [[unlikely]]
-          thread_cache();
-        CacheBin& bin = t_memo.bins[slab->bin_index];
-        uint32_t n = bin.count.load(std::memory_order_relaxed);
-        if (n == bin.capacity) [[unlikely]] {  // full, or not set up yet (capacity 0)
-          caches_->spill(t_memo.cache, slab->npu, slab->class_index);
-          n = bin.count.load(std::memory_order_relaxed);
-        }
-        bin.items[n] = CachedBlock{addr.value, &slab->state[index]};
-        bin.count.store(n + 1, std::memory_order_relaxed);
-        return ok_status();
-      }
-    }
-  }
-  return free_slow(addr, owner);
+void GlobalMemory::free_to_full_bin(GlobalAddr addr, Slab* slab, uint64_t index) {
+  caches_->spill(detail::t_memo.cache, slab->npu, slab->class_index);
+  CacheBin& bin = detail::t_memo.bins[slab->bin_index];
+  const uint32_t n = bin.count.load(std::memory_order_relaxed);
+  MOE_ASSERT(n < bin.capacity);
+  bin.items[n] = CachedBlock{addr.value, &slab->state[index]};
+  bin.count.store(n + 1, std::memory_order_relaxed);
 }
 
 Status GlobalMemory::free_slow(GlobalAddr addr, uintptr_t owner) {
   if (addr.is_null()) return make_error(StatusCode::kInvalidArgument, "free(null)");
   switch (owner_tag(owner)) {
     case OwnerTag::kSlab: {
+      if (detail::t_memo.instance_id != instance_id_) {
+        thread_cache();     // first call from this thread: set the memo up,
+        return free(addr);  // then take the fast path
+      }
       Slab* slab = owner_ptr<Slab>(owner);
       const SizeClass& sc = *slab->size_class;
       const uint64_t offset = addr.value - slab->base;

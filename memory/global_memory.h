@@ -29,8 +29,9 @@
 // must not write a page while it migrates (the copy would miss the write): pages are shared
 // by neighbouring small blocks and by the edges of large blocks of one NPU, so migrate such
 // allocations only when their neighbours are quiescent too, or give migratable data its own
-// pages (AllocRequest::own_pages). ReadGuard sections must be short and must not wait for a
-// migration (migrate() from inside a guard fails with kFailedPrecondition).
+// pages (AllocRequest::own_pages). Do not free an allocation while it migrates. ReadGuard
+// sections must be short and must not wait for a migration (migrate() from inside a guard
+// fails with kFailedPrecondition).
 //
 // Thread-safety: every member function may be called from any thread concurrently, except
 // that the instance must outlive every call. Blocking: allocation slow paths and frees of
@@ -45,8 +46,18 @@
 #include "memory/global_addr.h"
 #include "memory/mem_options.h"
 #include "memory/page_table.h"
+#include "memory/size_classes.h"
+#include "memory/slab.h"
 #include "runtime/base/status.h"
 #include "runtime/device/driver.h"
+
+// The two allocation fast paths are small; inlining them lets the compiler drop the Status
+// objects of the common case entirely.
+#if defined(__GNUC__)
+#define MOE_MEM_INLINE [[gnu::always_inline]] inline
+#else
+#define MOE_MEM_INLINE inline
+#endif
 
 namespace moe::mem {
 
@@ -54,6 +65,18 @@ class MemCore;
 class CacheRegistry;
 class RecordTable;
 struct ThreadCache;
+
+namespace detail {
+// The calling thread's cache for the instance it used last (one entry; a miss goes through
+// GlobalMemory::thread_cache()). Constant-initialised and trivially destructible, so it is
+// a plain %fs-relative access from every translation unit.
+struct TlsMemo {
+  uint64_t instance_id;
+  ThreadCache* cache;
+  CacheBin* bins;  // cache->bins: [npu * classes + class]
+};
+inline thread_local TlsMemo t_memo{0, nullptr, nullptr};
+}  // namespace detail
 
 // Statistics of one NPU. Bytes. Figures read while other threads allocate are each
 // consistent but not with one another.
@@ -112,15 +135,55 @@ class GlobalMemory {
 
   // ---- allocation ----
   // A local block of `bytes` (> 0) on `npu` at `alignment` (0 or a power of two; default
-  // 16 bytes for slab sizes, the large grain above). Not zeroed. The fast path.
-  StatusOr<GlobalAddr> allocate_local(dev::NpuId npu, uint64_t bytes, uint64_t alignment = 0);
+  // 16 bytes for slab sizes, the large grain above). Not zeroed. The fast path (inlined:
+  // a pop from this thread's cache; everything else goes out of line).
+  MOE_MEM_INLINE StatusOr<GlobalAddr> allocate_local(dev::NpuId npu, uint64_t bytes,
+                                                     uint64_t alignment = 0) {
+    if (bytes - 1 < slab_max_bytes_ && alignment <= 16 && npu < num_npus_ &&
+        detail::t_memo.instance_id == instance_id_) [[likely]] {
+      CacheBin& bin = detail::t_memo.bins[uint64_t{npu} * bins_per_npu_ + classes_->index_of(bytes)];
+      const uint32_t n = bin.count.load(std::memory_order_relaxed);
+      if (n > 0) [[likely]] {
+        const CachedBlock block = bin.items[n - 1];
+        bin.count.store(n - 1, std::memory_order_relaxed);
+        // The block is this thread's until it hands the address out: a relaxed store.
+        block.state->store(1, std::memory_order_relaxed);
+        return GlobalAddr(block.addr);
+      }
+    }
+    return allocate_local_slow(npu, bytes, alignment);
+  }
   // Any policy. Errors: kInvalidArgument (bad request, naming the field), kOutOfMemory
   // (naming the NPU, the bytes asked, its free bytes and largest free block), driver errors
   // such as kNpuLost.
   StatusOr<Allocation> allocate(const AllocRequest& request);
   // Frees the allocation starting at addr (for a group: its base). See the header note for
-  // what is caught.
-  Status free(GlobalAddr addr);
+  // what is caught. Small blocks take the inlined fast path: page-table owner (two loads),
+  // block index (multiply-shift), one atomic exchange of the block's state 1 -> 0 (which
+  // refuses a second free of the same block, even from two threads at once), a push on
+  // this thread's cache.
+  MOE_MEM_INLINE Status free(GlobalAddr addr) {
+    const uintptr_t owner = view_.owner(addr.value >> page_shift_);
+    if (owner_tag(owner) == OwnerTag::kSlab && detail::t_memo.instance_id == instance_id_) [[likely]] {
+      Slab* slab = owner_ptr<Slab>(owner);
+      const uint64_t offset = addr.value - slab->base;
+      uint64_t index = 0;
+      // index <= blocks: the state array has one spare entry that is always 0.
+      if (offset < page_bytes_ && slab_block_index(*slab, offset, &index) &&
+          slab->state[index].exchange(0, std::memory_order_acq_rel) == 1) [[likely]] {
+        CacheBin& bin = detail::t_memo.bins[slab->bin_index];
+        const uint32_t n = bin.count.load(std::memory_order_relaxed);
+        if (n < bin.capacity) [[likely]] {
+          bin.items[n] = CachedBlock{addr.value, &slab->state[index]};
+          bin.count.store(n + 1, std::memory_order_relaxed);
+        } else {
+          free_to_full_bin(addr, slab, index);  // full, or the NPU not set up yet
+        }
+        return ok_status();
+      }
+    }
+    return free_slow(addr, owner);
+  }
   Status free(const Allocation& allocation) { return free(allocation.base); }
   // Gives the calling thread's cached blocks back to the heaps (done at thread exit).
   void flush_thread_cache();
@@ -210,6 +273,7 @@ class GlobalMemory {
   ThreadCache* thread_cache();
   StatusOr<GlobalAddr> allocate_local_slow(dev::NpuId npu, uint64_t bytes, uint64_t alignment);
   Status free_slow(GlobalAddr addr, uintptr_t owner);
+  void free_to_full_bin(GlobalAddr addr, Slab* slab, uint64_t index);
   Status check_npu(dev::NpuId npu, const char* field) const;
   Status migrate_pages(uint64_t first_gpn, uint64_t last_gpn, dev::NpuId target,
                        MigrateResult* result);
@@ -223,6 +287,7 @@ class GlobalMemory {
   uint32_t max_slots_ = 0;
   uint32_t num_npus_ = 0;
   uint64_t slab_max_bytes_ = 0;
+  const SizeClasses* classes_ = nullptr;
   uint32_t bins_per_npu_ = 0;
   uint64_t instance_id_ = 0;
   std::unique_ptr<MemCore> core_;

@@ -81,7 +81,12 @@ StatusOr<std::unique_ptr<MemCore>> MemCore::create(dev::Driver* driver, const Me
   l.general_pages = l.total_pages - l.general_first_page;
   core->general_.reset(l.general_first_page, l.general_pages);
 
-  core->host_delta.reset(new std::atomic<intptr_t>[uint64_t{npus} * slots]());
+  core->host_delta.reset(static_cast<std::atomic<intptr_t>*>(
+      std::calloc(uint64_t{npus} * slots, sizeof(std::atomic<intptr_t>))));
+  if (!core->host_delta) {
+    return make_error(StatusCode::kOutOfMemory, "memory: host memory for %u x %llu segment slots",
+                      npus, static_cast<unsigned long long>(slots));
+  }
   core->counters.reset(new NpuCounters[npus]);
   FramePoolConfig pc;
   pc.page_shift = core->page_shift;

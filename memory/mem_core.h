@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -71,7 +72,12 @@ class MemCore {
   PageTable table;
   const SizeClasses classes;
   Layout layout;
-  std::unique_ptr<std::atomic<intptr_t>[]> host_delta;  // [npu * max_slots + slot]
+  // [npu * max_slots + slot]; calloc'd (all-zero bytes are valid atomics), so rows of NPUs
+  // never used cost no host memory.
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::atomic<intptr_t>[], FreeDeleter> host_delta;
   std::vector<std::unique_ptr<FramePool>> pools;
   std::vector<std::unique_ptr<SlabHeap>> slabs;
   std::vector<std::unique_ptr<LargeHeap>> large;

@@ -48,7 +48,8 @@ Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
   uint64_t gpn = 0;
   MOE_TRY(core_.reserve_general(1, 1, &gpn));
   Slab* slab;
-  if (!bin.parked.empty()) {
+  const bool from_parked = !bin.parked.empty();
+  if (from_parked) {
     slab = bin.parked.back();
   } else {
     auto fresh = std::make_unique<Slab>();
@@ -68,18 +69,21 @@ Status SlabHeap::new_slab_locked(Bin& bin, uint32_t c, Slab** out) {
     std::lock_guard<std::mutex> lock(owned_mu_);
     owned_.push_back(std::move(fresh));
   }
-  Status s = core_.map_fresh(&gpn, 1, npu_, make_owner(slab, OwnerTag::kSlab));
-  if (!s.ok()) {
-    core_.release_general(gpn, 1);
-    return s;
-  }
-  if (!bin.parked.empty() && bin.parked.back() == slab) bin.parked.pop_back();
+  // Set the slab up before its page is published (the owner word makes it findable).
   const uint32_t blocks = slab->size_class->blocks_per_slab;
   for (uint32_t i = 0; i <= blocks; ++i) slab->state[i].store(0, std::memory_order_relaxed);
   slab->base = gpn << core_.page_shift;
   slab->free_stack.clear();
   slab->bump = 0;
   slab->outside = 0;
+  Status s = core_.map_fresh(&gpn, 1, npu_, make_owner(slab, OwnerTag::kSlab));
+  if (!s.ok()) {
+    slab->base = 0;
+    if (!from_parked) bin.parked.push_back(slab);  // kept for the next attempt
+    core_.release_general(gpn, 1);
+    return s;
+  }
+  if (from_parked) bin.parked.pop_back();
   ++bin.slabs;
   relist(bin, slab);
   NpuCounters& k = core_.counters[npu_];

@@ -27,41 +27,13 @@
 #include <vector>
 
 #include "memory/size_classes.h"
+#include "memory/slab.h"
 #include "runtime/base/status.h"
 #include "runtime/device/topology.h"
 
 namespace moe::mem {
 
 class MemCore;
-
-// A block on its way between a slab and a caller: its address and its state byte.
-struct CachedBlock {
-  uint64_t addr;
-  std::atomic<uint8_t>* state;
-};
-
-struct Slab {
-  // Read by the free fast path (one cache line): where, which class, how to divide.
-  uint64_t base = 0;  // global address of the page; 0 while parked
-  // blocks + 1 entries (owned: state_owned): the extra one stays 0, so an address in the
-  // page's unused tail reads as "not allocated" without a bounds check.
-  std::atomic<uint8_t>* state = nullptr;
-  uint64_t magic = 0;                      // SizeClass::magic
-  uint32_t block_bytes = 0;
-  uint32_t blocks = 0;                     // blocks per slab
-  uint32_t class_index = 0;
-  uint32_t bin_index = 0;                  // npu * classes + class_index (ThreadCache::bins)
-  dev::NpuId npu = 0;
-  bool use_magic = false;
-  const SizeClass* size_class = nullptr;
-  std::unique_ptr<std::atomic<uint8_t>[]> state_owned;
-  std::vector<uint32_t> free_stack;
-  uint32_t bump = 0;     // blocks [bump, blocks_per_slab) were never handed out
-  uint32_t outside = 0;  // blocks handed out (to callers or thread caches)
-  Slab* prev = nullptr;  // in the bin's occupancy list
-  Slab* next = nullptr;
-  int32_t bucket = -1;   // occupancy list it is on; -1: none (full, or parked)
-};
 
 struct SlabHeapSnapshot {
   uint64_t slabs = 0;

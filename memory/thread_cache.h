@@ -2,8 +2,9 @@
 //
 // Each thread that allocates from (or reads through) a GlobalMemory gets one ThreadCache
 // for that instance: per NPU it touches, per size class, a small stack of blocks
-// (CachedBlock). The fast paths pop and push these stacks with no lock and no atomic
-// read-modify-write (GlobalMemory::allocate_local / free); a stack that runs empty takes a
+// (CachedBlock). The fast paths (GlobalMemory::allocate_local / free) pop and push these
+// stacks with no lock and no atomic read-modify-write (a free's one exchange is on the
+// block's state byte, not on the stack); a stack that runs empty takes a
 // batch from the NPU's SlabHeap, one that runs full gives half back. A thread's caches are
 // flushed back to the heaps when the thread exits (a thread_local destructor) or on
 // flush_current(); they are freed with the instance.
@@ -37,12 +38,6 @@
 namespace moe::mem {
 
 class MemCore;
-
-struct CacheBin {
-  std::atomic<uint32_t> count{0};  // written by the owner thread only
-  uint32_t capacity = 0;           // 0: the bin's NPU is not set up in this cache yet
-  CachedBlock* items = nullptr;
-};
 
 inline constexpr uint64_t kIdleEpoch = ~uint64_t{0};
 

@@ -3,11 +3,13 @@
 // figures are computed from the topology (hop latency, link bandwidth, packet sizes).
 #include <doctest/doctest.h>
 
+#include "runtime/base/stats.h"
 #include "tests/firmware-sim/sim_test_util.h"
 
 using namespace simtest;
 using moe::StatusCode;
 using moe::dev::EngineKind;
+using moe::dev::FaultSpec;
 
 namespace {
 
@@ -231,4 +233,94 @@ TEST_CASE("sim.fabric: a link down moves traffic off its plane for the routes th
   CHECK(to10.planes_used == 0x7fu);
   auto only = run_one(*drv, q, transfer({0, 0}, {9, 0}, kMiB, 1u << 2, false));
   CHECK(only.status == StatusCode::kLinkDown);
+}
+
+TEST_CASE("sim.fabric: the striped fast path and the per-plane path give the same times") {
+  // Driver b carries a drop fault on a link none of these routes use: it takes the
+  // per-plane path for every transfer, driver a the plane-bundle fast path.
+  auto a = make_driver("n16");
+  auto b = make_driver("n16");
+  FaultSpec unrelated;
+  unrelated.kind = moe::dev::FaultKind::kPacketDrop;
+  unrelated.target = b->topology().link_of(15, 6);
+  unrelated.rate = 0.5;
+  moe::dev::FaultId id = 0;
+  REQUIRE(b->fault_inject(unrelated, &id).ok());
+  const uint64_t sizes[] = {7 * 512 * 100, 1000003, 4 * kMiB + 17, 64 * 1024};
+  const uint32_t src[] = {0, 1, 0, 2};
+  const uint32_t dst[] = {9, 9, 3, 9};
+  std::vector<moe::dev::QueueId> qa, qb;
+  for (uint32_t npu = 0; npu < 3; ++npu) {
+    qa.push_back(make_queue(*a, npu, EngineKind::kFabric));
+    qb.push_back(make_queue(*b, npu, EngineKind::kFabric));
+  }
+  for (int i = 0; i < 4; ++i) {
+    auto w = transfer({src[i], 0}, {dst[i], 0}, sizes[i], 0x7f, false, i == 3 ? 5000.0 : 0.0);
+    auto ca = run_one(*a, qa[src[i]], w);
+    auto cb = run_one(*b, qb[src[i]], w);
+    CHECK(ca.status == StatusCode::kOk);
+    CHECK(cb.status == StatusCode::kOk);
+    CHECK(ca.planes_used == cb.planes_used);
+    CHECK(ca.packets == cb.packets);
+    CHECK(ca.end.ns == doctest::Approx(cb.end.ns).epsilon(1e-9));
+  }
+  for (uint32_t l = 0; l < a->topology().links.size(); l += 7) {
+    moe::dev::LinkCounters la, lb;
+    REQUIRE(a->link_counters(l, &la).ok());
+    REQUIRE(b->link_counters(l, &lb).ok());
+    CHECK(la.bytes[0] == lb.bytes[0]);
+    CHECK(la.bytes[1] == lb.bytes[1]);
+    CHECK(la.packets[0] == lb.packets[0]);
+    CHECK(la.packets[1] == lb.packets[1]);
+  }
+}
+
+TEST_CASE("sim.fabric: work scheduled later but ready earlier uses the port's idle time") {
+  auto drv = make_driver("n8");
+  auto q1 = make_queue(*drv, 1, EngineKind::kFabric);
+  auto q2 = make_queue(*drv, 2, EngineKind::kFabric);
+  // First scheduled: 1 -> 0 ready at 100 us. Then 2 -> 0 ready at 0: it fits before.
+  auto late = run_one(*drv, q1, transfer({1, 0}, {0, 0}, kMiB, 1, false, 100000.0));
+  auto early = run_one(*drv, q2, transfer({2, 0}, {0, 0}, kMiB, 1, false, 0.0));
+  const double single = late.end.ns - late.start.ns;
+  CHECK(early.end.ns - early.start.ns == doctest::Approx(single).epsilon(0.01));
+  CHECK(early.end.ns < late.start.ns);
+  // A third, ready at 90 us, overlaps the busy time: it is delayed by about the overlap.
+  auto q3 = make_queue(*drv, 3, EngineKind::kFabric);
+  auto overlap = run_one(*drv, q3, transfer({3, 0}, {0, 0}, kMiB, 1, false, 90000.0));
+  CHECK(overlap.end.ns > 90000.0 + single);
+  CHECK(overlap.end.ns == doctest::Approx(100000.0 + 2 * single - 10000.0).epsilon(0.05));
+}
+
+TEST_CASE("sim.fabric: the L2 is not oversubscribed: a node's 8 NPUs reach another node at "
+          "full rate, and striped traffic is counted on every hop") {
+  auto drv = make_driver("n16");
+  const auto& t = drv->topology();
+  const uint64_t bytes = 7 * 512 * 200;  // 200 packets per plane
+  std::vector<moe::dev::Completion> done;
+  for (uint32_t i = 0; i < 8; ++i) {
+    auto q = make_queue(*drv, i, EngineKind::kFabric);
+    done.push_back(run_one(*drv, q, transfer({i, 0}, {8 + i, 0}, bytes, 0x7f, false)));
+  }
+  const double single = done[0].end.ns - done[0].start.ns;
+  for (const auto& c : done) CHECK(c.end.ns - c.start.ns == doctest::Approx(single).epsilon(1e-6));
+  // Every L1 -> L2 link of node 0 carried the 8 transfers' share of its plane.
+  const uint64_t per_plane_wire = 200 * (t.packet_bytes + t.packet_header_bytes);
+  uint32_t uplinks = 0;
+  for (const auto& l : t.links) {
+    if (l.a.kind != moe::dev::EndpointKind::kSwitch || t.switches[l.a.id].node != 0) continue;
+    moe::dev::LinkCounters c;
+    REQUIRE(drv->link_counters(l.id, &c).ok());
+    CHECK(c.bytes[0] == 8 * per_plane_wire);
+    CHECK(c.packets[0] == 8 * 200);
+    CHECK(c.bytes[1] == 0);
+    ++uplinks;
+  }
+  CHECK(uplinks == t.num_planes);
+  moe::dev::LinkCounters first;
+  REQUIRE(drv->link_counters(t.link_of(0, 3), &first).ok());
+  CHECK(first.bytes[0] == per_plane_wire);
+  int64_t transfers = 0;
+  CHECK(moe::stats::find_stat("sim.transfers", &transfers));
+  CHECK(transfers >= 8);
 }

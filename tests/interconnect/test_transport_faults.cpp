@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "interconnect/transport.h"
+#include "runtime/base/stats.h"
 #include "tests/interconnect/transport_test_util.h"
 
 using namespace ictest;
@@ -86,6 +87,9 @@ TEST_CASE("ic.faults: plane down and corruption mid-run: bit-identical, every by
   CHECK(want.flag == 1);
   CHECK(want.counter == 50 * 51 / 2);
 
+  int64_t resent_before = 0, failovers_before = 0;
+  REQUIRE(stats::find_stat("ic.retransmissions", &resent_before));
+  REQUIRE(stats::find_stat("ic.failovers", &failovers_before));
   Machine faulty("n16", 5);
   WorkloadResult got = run_workload(
       faulty, {fault(dev::FaultKind::kPacketCorrupt, dev::kInvalidId, 0.02),
@@ -106,6 +110,12 @@ TEST_CASE("ic.faults: plane down and corruption mid-run: bit-identical, every by
   CHECK(got.stats.failovers > 0);
   CHECK(got.faults.packets_lost_plane_down > 0);  // the plane really failed mid-transfer
   CHECK(got.faults.packets_corrupted > 0);
+  // The process-wide counters saw them too (published at quiet).
+  int64_t resent_after = 0, failovers_after = 0;
+  REQUIRE(stats::find_stat("ic.retransmissions", &resent_after));
+  REQUIRE(stats::find_stat("ic.failovers", &failovers_after));
+  CHECK(resent_after - resent_before >= static_cast<int64_t>(got.stats.retransmissions));
+  CHECK(failovers_after - failovers_before >= static_cast<int64_t>(got.stats.failovers));
 }
 
 TEST_CASE("ic.faults: a link down mid-transfer moves the rest to the other planes") {
@@ -162,7 +172,11 @@ TEST_CASE("ic.faults: operations to a lost NPU fail with kNpuLost and never hang
   CHECK(fresh->quiet().code() == StatusCode::kNpuLost);
   // Blocking operations return it themselves.
   auto other = m.endpoint(2);
-  CHECK(other->get(m.alloc(2, 4096), on5, 4096).code() == StatusCode::kNpuLost);
+  GlobalAddr into = m.alloc(2, 4096);
+  REQUIRE(other->get_nbi(into, on5, 4096).ok());  // non-blocking: reported by quiet
+  CHECK(other->quiet().code() == StatusCode::kNpuLost);
+  CHECK(other->get_nbi(into, on5, 4096).code() == StatusCode::kNpuLost);  // known: at once
+  CHECK(other->get(into, on5, 4096).code() == StatusCode::kNpuLost);
   auto other2 = m.endpoint(3);
   CHECK(other2->fetch_add(on5, 1, &old).code() == StatusCode::kNpuLost);
   auto other3 = m.endpoint(4);

@@ -167,6 +167,8 @@ TEST_CASE("ic.quiet: non-blocking puts leave the clock; quiet completes and adva
   // 4 MiB over 7 x 56 GB/s takes over 10 us.
   CHECK(dev_ep->now().ns > 4.0 * (1 << 20) / 392.0);
   CHECK(m.read(dst, 4 << 20) == pattern(8, 4 << 20));
+  auto first = pattern(8, 4096);
+  CHECK(m.read(got, 4096) == first);
   // quiet with nothing outstanding does not move the clock.
   const double t = dev_ep->now().ns;
   REQUIRE(dev_ep->quiet().ok());
@@ -259,4 +261,49 @@ TEST_CASE("ic.barrier: nobody leaves before everyone arrived; clocks meet at the
   CHECK(eps[0]->barrier_wait(**group, 10'000'000).code() == StatusCode::kTimeout);
   auto outsider = m.endpoint(1);
   CHECK(outsider->barrier(**group).code() == StatusCode::kInvalidArgument);
+}
+
+namespace {
+struct KernelCtx {
+  Endpoint* ep = nullptr;
+  GlobalAddr dst, src, flag;
+  uint64_t bytes = 0;
+  Status status;
+};
+void kernel_body(void* p) {
+  auto* c = static_cast<KernelCtx*>(p);
+  c->status = c->ep->put_signal(c->dst, c->src, c->bytes, c->flag, 1, ic::SignalOp::kAdd);
+  if (c->status.ok()) c->status = c->ep->quiet();
+}
+}  // namespace
+
+TEST_CASE("ic.device: a kernel body on an NPU issues through that NPU's endpoint") {
+  Machine m("n8");
+  auto ep = m.endpoint(2);
+  GlobalAddr src = m.alloc(2, 64 * 1024), dst = m.alloc(5, 64 * 1024), flag = m.alloc(5, 64);
+  m.write(src, pattern(31, 64 * 1024));
+  KernelCtx ctx;
+  ctx.ep = ep.get();
+  ctx.dst = dst;
+  ctx.src = src;
+  ctx.flag = flag;
+  ctx.bytes = 64 * 1024;
+  dev::QueueId q;
+  REQUIRE(m.driver->queue_create(2, 0, dev::EngineKind::kCompute, 0, &q).ok());
+  dev::WorkDescriptor w;
+  w.kind = dev::WorkKind::kKernel;
+  w.kernel.hbm_bytes = 1 << 20;
+  w.kernel.body = kernel_body;
+  w.kernel.ctx = &ctx;
+  REQUIRE(m.driver->queue_submit(q, &w, 1).ok());
+  REQUIRE(m.driver->doorbell_ring(q).ok());
+  dev::Completion c;
+  size_t n = 0;
+  REQUIRE(m.driver->completions_poll(q, &c, 1, &n).ok());
+  REQUIRE(n == 1);
+  REQUIRE(c.status == StatusCode::kOk);
+  REQUIRE_MESSAGE(ctx.status.ok(), ctx.status.to_string());
+  CHECK(m.read(dst, 64 * 1024) == pattern(31, 64 * 1024));
+  CHECK(m.read_word(flag) == 1);
+  REQUIRE(m.driver->queue_destroy(q).ok());
 }
