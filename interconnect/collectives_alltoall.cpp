@@ -16,6 +16,7 @@ StatusOr<CollectiveResult> Communicator::all_to_all(std::span<const GlobalAddr> 
   CommState& st = *state_;
   const uint32_t n = st.size();
   const char* what = "all_to_all";
+  MOE_TRY(check_size(what, "bytes_per_peer", bytes_per_peer, n));
   const uint64_t total = bytes_per_peer * n;
   auto all = [&](uint32_t) { return total; };
   MOE_TRY(check_buffers(st, what, "send", send, all, 1));
@@ -42,6 +43,12 @@ StatusOr<CollectiveResult> Communicator::all_to_all_v(const AllToAllVArgs& a) {
   MOE_TRY(check_count(st, what, "send_offsets", a.send_offsets.size(), nn));
   MOE_TRY(check_count(st, what, "recv_bytes", a.recv_bytes.size(), nn));
   MOE_TRY(check_count(st, what, "recv_offsets", a.recv_offsets.size(), nn));
+  for (size_t i = 0; i < nn; ++i) {  // offset + bytes must not wrap
+    MOE_TRY(check_size(what, "send_offsets", a.send_offsets[i], 2));
+    MOE_TRY(check_size(what, "send_bytes", a.send_bytes[i], 2));
+    MOE_TRY(check_size(what, "recv_offsets", a.recv_offsets[i], 2));
+    MOE_TRY(check_size(what, "recv_bytes", a.recv_bytes[i], 2));
+  }
   for (uint32_t s = 0; s < n; ++s)
     for (uint32_t d = 0; d < n; ++d)
       if (a.send_bytes[size_t{s} * n + d] != a.recv_bytes[size_t{d} * n + s])
@@ -86,6 +93,7 @@ StatusOr<CollectiveResult> Communicator::all_gather(std::span<const GlobalAddr> 
   CommState& st = *state_;
   const uint32_t n = st.size();
   const char* what = "all_gather";
+  MOE_TRY(check_size(what, "bytes_per_member", bytes_per_member, n));
   MOE_TRY(check_buffers(st, what, "send", send, [&](uint32_t) { return bytes_per_member; }, 1));
   MOE_TRY(check_buffers(st, what, "recv", recv,
                         [&](uint32_t) { return bytes_per_member * n; }, 1));
@@ -109,6 +117,7 @@ StatusOr<CollectiveResult> Communicator::broadcast(std::span<const GlobalAddr> b
   if (root >= n)
     return make_error(StatusCode::kInvalidArgument, "%s: root %u is not a rank of the group of %u",
                       what, root, n);
+  MOE_TRY(check_size(what, "bytes", bytes, n));
   MOE_TRY(check_buffers(st, what, "buffers", buffers, [&](uint32_t) { return bytes; }, 1));
   Call call(st, what);
   MOE_TRY(call.begin());

@@ -1,7 +1,7 @@
 // The communicator: members, endpoints, symmetric scratch, and the machinery every
 // collective shares (Call and its round-based exchange, buffer validation, barrier).
 //
-// Design: a call aligns each member's timelines (tx, rx, observer, vector cores) at the
+// Design: a call aligns each member's timelines (tx, rx, relay, vector cores) at the
 // member's latest clock, then issues messages round by round. A message is a few puts and a
 // put_signal (or a bare signal when it carries nothing) adding 1 to the receiver's arrival
 // counter; the receiver waits for every increment in turn. Because the calling thread issues
@@ -43,7 +43,7 @@ double CommState::vector_cost_ns(uint64_t bytes) const {
 double CommState::member_time_ns(uint32_t rank) const {
   const MemberState& s = m[rank];
   double t = std::max({s.tx->now().ns, s.rx->now().ns, s.vector_ns});
-  if (s.obs) t = std::max(t, s.obs->now().ns);
+  if (s.relay) t = std::max(t, s.relay->now().ns);
   return t;
 }
 
@@ -51,20 +51,20 @@ void CommState::advance_member(uint32_t rank, double t_ns) {
   MemberState& s = m[rank];
   s.tx->advance_to(ModelTime{t_ns});
   s.rx->advance_to(ModelTime{t_ns});
-  if (s.obs) s.obs->advance_to(ModelTime{t_ns});
+  if (s.relay) s.relay->advance_to(ModelTime{t_ns});
   s.vector_ns = std::max(s.vector_ns, t_ns);
 }
 
-Status CommState::open_observers() {
+Status CommState::open_relays() {
   for (uint32_t r = 0; r < size(); ++r) {
-    if (m[r].obs) continue;
+    if (m[r].relay) continue;
     EndpointConfig c;
     c.npu = members[r].npu;
     c.mode = config.mode;
     c.issuer = config.issuer;
     c.wait_timeout_wall_ns = config.wait_timeout_wall_ns;
-    MOE_TRY_ASSIGN(m[r].obs, transport.open_endpoint(c));
-    m[r].obs->advance_to(ModelTime{member_time_ns(r)});
+    MOE_TRY_ASSIGN(m[r].relay, transport.open_endpoint(c));
+    m[r].relay->advance_to(ModelTime{member_time_ns(r)});
   }
   return ok_status();
 }
@@ -99,7 +99,7 @@ Status Call::fail(Status s) {
 Status Call::finish(CollectiveResult* out) {
   for (uint32_t r = 0; r < st_.size(); ++r) {
     MemberState& ms = st_.m[r];
-    for (Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.obs.get()}) {
+    for (Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.relay.get()}) {
       if (ep == nullptr) continue;
       Status s = ep->quiet();
       if (!s.ok())
@@ -124,7 +124,7 @@ Status Call::finish(CollectiveResult* out) {
 
 Status Call::put_message(uint32_t s, uint32_t d, Sender sender, const Message& msg) {
   MemberState& from = st_.m[s];
-  Endpoint& ep = sender == Sender::kTx ? *from.tx : *from.rx;
+  Endpoint& ep = from.endpoint(sender);
   if (msg.scratch_half >= 0)
     ep.advance_to(ModelTime{st_.m[d].drained_ns[msg.scratch_half] + st_.signal_latency_ns(d, s)});
   uint64_t bytes = 0;
@@ -145,13 +145,25 @@ Status Call::put_message(uint32_t s, uint32_t d, Sender sender, const Message& m
 
 Status Call::signal_message(uint32_t s, uint32_t d, Sender sender, GlobalAddr word) {
   MemberState& from = st_.m[s];
-  Endpoint& ep = sender == Sender::kTx ? *from.tx : *from.rx;
+  Endpoint& ep = from.endpoint(sender);
   Status st = ep.signal(word, 1, SignalOp::kAdd);
   if (!st.ok())
     return fail(std::move(st).with_context(
         strformat("signal from member %u (npu %u) to member %u (npu %u)", s, st_.members[s].npu,
                   d, st_.members[d].npu)));
   ++messages_;
+  return ok_status();
+}
+
+Status Call::flush(Sender sender) {
+  for (uint32_t r = 0; r < st_.size(); ++r) {
+    MemberState& ms = st_.m[r];
+    Endpoint& ep = ms.endpoint(sender);
+    Status s = ep.fence();
+    if (!s.ok())
+      return fail(std::move(s).with_context(
+          strformat("member %u (npu %u) sending its puts", r, st_.members[r].npu)));
+  }
   return ok_status();
 }
 
@@ -173,7 +185,7 @@ Status Call::await_arrival(uint32_t d) {
 
 Status Call::await_forward(uint32_t d) {
   MemberState& ms = st_.m[d];
-  Status s = ms.obs->wait_until(st_.forward_word(d), Cmp::kGe, ms.forwards_seen + 1);
+  Status s = ms.relay->wait_until(st_.forward_word(d), Cmp::kGe, ms.forwards_seen + 1);
   if (!s.ok())
     return fail(std::move(s).with_context(
         strformat("member %u (npu %u) waiting for forwarded message %llu", d,
@@ -195,6 +207,7 @@ Status Call::exchange(Sender sender, const Plan& plan) {
       expect_[size_t{s} * n + d] = 1;
       MOE_TRY(put_message(s, d, sender, msg_));
     }
+  MOE_TRY(flush(sender));
   for (uint32_t r = 0; r < n; ++r) {
     for (uint32_t s = 0; s < n; ++s) {
       const uint32_t d = (s + r) % n;
@@ -262,6 +275,14 @@ Status check_types(const char* what, DataType type, ReduceOp op) {
   return ok_status();
 }
 
+Status check_size(const char* what, const char* name, uint64_t a, uint64_t b, uint64_t c) {
+  const unsigned __int128 v = static_cast<unsigned __int128>(a) * b * c;
+  if (v < (static_cast<unsigned __int128>(1) << 62)) return ok_status();
+  return make_error(StatusCode::kInvalidArgument, "%s: %s (%llu x %llu x %llu bytes) is too large to address",
+                    what, name, static_cast<unsigned long long>(a),
+                    static_cast<unsigned long long>(b), static_cast<unsigned long long>(c));
+}
+
 // ---- Communicator ----
 
 Communicator::Communicator(std::unique_ptr<CommState> state) : state_(std::move(state)) {}
@@ -269,11 +290,11 @@ Communicator::Communicator(std::unique_ptr<CommState> state) : state_(std::move(
 Communicator::~Communicator() {
   if (!state_) return;
   for (MemberState& ms : state_->m) {
-    for (Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.obs.get()})
+    for (Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.relay.get()})
       if (ep != nullptr) ep->quiet().ignore();
     ms.tx.reset();
     ms.rx.reset();
-    ms.obs.reset();
+    ms.relay.reset();
   }
   state_->group.reset();
   if (state_->scratch_alloc.valid()) {
@@ -414,7 +435,7 @@ int Communicator::rank_of(dev::NpuId npu, uint32_t die) const {
 EndpointStats Communicator::transport_stats() const {
   EndpointStats sum;
   for (const MemberState& ms : state_->m)
-    for (const Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.obs.get()}) {
+    for (const Endpoint* ep : {ms.tx.get(), ms.rx.get(), ms.relay.get()}) {
       if (ep == nullptr) continue;
       const EndpointStats& e = ep->stats();
       sum.puts += e.puts;

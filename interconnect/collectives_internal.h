@@ -20,16 +20,23 @@ namespace moe::ic {
 inline constexpr uint64_t kArrivalWord = 0;  // += 1 per message that reached the member
 inline constexpr uint64_t kForwardWord = 1;  // += 1 per message a relay forwarded to it
 
+// Which of a member's endpoints issues a message.
+enum class Sender : uint8_t { kTx = 0, kRx = 1, kRelay = 2 };
+
 struct MemberState {
   std::unique_ptr<Endpoint> tx;   // sends the member's own data
   std::unique_ptr<Endpoint> rx;   // observes arrivals; forwards and re-sends received data
-  std::unique_ptr<Endpoint> obs;  // observes forwarded arrivals (token all-to-all), lazily
+  // Token all-to-all (opened on first use): issues the member's forwards as a relay, at the
+  // arrival times of what it forwards, and observes the forwards it receives.
+  std::unique_ptr<Endpoint> relay;
   double vector_ns = 0;           // the clock of the member's vector cores (reductions)
   GlobalAddr flags;               // kFlagBytes of signal words
   GlobalAddr scratch[2];          // the two scratch halves
   double drained_ns[2] = {0, 0};  // when each half was last read out (credit to writers)
   uint64_t arrivals_seen = 0;     // value of the arrival counter waited for so far
   uint64_t forwards_seen = 0;
+
+  Endpoint& endpoint(Sender s) { return s == Sender::kTx ? *tx : s == Sender::kRx ? *rx : *relay; }
 };
 
 struct CommState {
@@ -62,7 +69,7 @@ struct CommState {
   void advance_member(uint32_t rank, double t_ns);
   GlobalAddr arrival_word(uint32_t rank) const { return m[rank].flags + 8 * kArrivalWord; }
   GlobalAddr forward_word(uint32_t rank) const { return m[rank].flags + 8 * kForwardWord; }
-  Status open_observers();
+  Status open_relays();
 };
 
 // A contiguous piece of one message.
@@ -81,8 +88,6 @@ struct Message {
     scratch_half = -1;
   }
 };
-
-enum class Sender : uint8_t { kTx = 0, kRx = 1 };
 
 // One collective call: entry (timelines aligned, start recorded), accounting, exit (quiet
 // everything, result filled). A failure marks the communicator broken.
@@ -105,6 +110,10 @@ class Call {
   Status put_message(uint32_t s, uint32_t d, Sender sender, const Message& msg);
   Status signal_message(uint32_t s, uint32_t d, Sender sender, GlobalAddr word);
   Status send(uint32_t s, uint32_t d, Sender sender, const Message& msg, GlobalAddr word);
+  // Sends what every member's sender endpoint still coalesces (Endpoint::fence: no wait),
+  // at the end of a phase's puts, so that small puts leave now, in modelled-time order,
+  // rather than with the signal that would otherwise flush each.
+  Status flush(Sender sender);
   // The receiver d waits for the next increment of its arrival counter.
   Status await_arrival(uint32_t d);
   Status await_forward(uint32_t d);
@@ -141,6 +150,8 @@ Status check_buffers(const CommState& st, const char* what, const char* name,
 Status check_count(const CommState& st, const char* what, const char* name, size_t got,
                    size_t want);
 Status check_types(const char* what, DataType type, ReduceOp op);
+// a x b x c must stay below 2^62 bytes (sizes that cannot be addressed are refused).
+Status check_size(const char* what, const char* name, uint64_t a, uint64_t b, uint64_t c = 1);
 
 // ---- host reductions (the vector cores' work) ----
 // out[i] = op over k = 0..inputs.size()-1, in that order, of inputs[k][i], for `count`

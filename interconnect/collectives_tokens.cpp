@@ -12,12 +12,19 @@
 // own receive slot to the others in its node. Local destinations and lone remote ones are
 // sent directly.
 //
-// Execution. Phase 1 is the round-based exchange (Call::exchange: all puts first, then
-// round r: s signals (s + r) mod n, every pair one message, empty ones included, so the
-// arrival counter rules hold). After each round's waits, each receiver forwards what it relays for that round's source: its rx
-// endpoint issues the forwards at its clock (so a forward leaves only after the relay saw
-// the token arrive) and signals the destination's forward counter, whose observer endpoint
-// waits for that increment at once (so its clock is the latest forwarded arrival).
+// Execution, in passes that keep each NPU's descriptors in modelled-time order (the fabric
+// engine issues them in order, so a descriptor due late holds back those issued after it):
+//  1. every source's direct puts (round r: s to (s + r) mod n), then a flush;
+//  2. round by round, a signal for every pair (empty messages included, so the arrival
+//     counter rules of Call::exchange hold) and the receivers' waits, noting when each
+//     relay saw each source's message (its rx clock);
+//  3. each relay's forwards, from its relay endpoint advanced to the time it saw the
+//     forwarded tokens' source message (a forward never leaves before its token arrived);
+//  4. one signal per (relay, member it forwarded to), following all those forwards, which
+//     the member's relay endpoint observes at once (its clock: the latest forwarded
+//     arrival).
+// The forwards follow the relay's own phase-1 descriptors: in the model a relay's fan-out
+// overlaps other NPUs' phase 1, not its own.
 // Consecutive tokens whose receive slots are consecutive go as one put.
 #include <algorithm>
 
@@ -157,6 +164,10 @@ StatusOr<CollectiveResult> Communicator::token_all_to_all(const TokenRoutes& rou
   if (algorithm != TokenAlgorithm::kFlat && algorithm != TokenAlgorithm::kHierarchical)
     return make_error(StatusCode::kInvalidArgument, "%s: unknown algorithm %u", what,
                       static_cast<unsigned>(algorithm));
+  uint64_t most = 0;
+  for (uint32_t d = 0; d < n; ++d)
+    most = std::max({most, routes.recv_tokens(d), uint64_t{routes.num_tokens(d)}});
+  MOE_TRY(check_size(what, "token_bytes", token_bytes, most));
   MOE_TRY(check_buffers(st, what, "send", send,
                         [&](uint32_t s) { return uint64_t{routes.num_tokens(s)} * token_bytes; },
                         1));
@@ -208,13 +219,15 @@ StatusOr<CollectiveResult> Communicator::token_all_to_all(const TokenRoutes& rou
   }
   for (auto& f : forwards) std::sort(f.begin(), f.end());
 
-  if (hier) MOE_TRY(st.open_observers());
+  if (hier) MOE_TRY(st.open_relays());
   Call call(st, what);
   MOE_TRY(call.begin());
   std::vector<uint32_t> tokens;
   Message msg;
   // Pass 1: every source's direct puts, in round order. Pass 2: round by round, the
-  // signals, the receivers' waits, and the relays' forwards of that round's source.
+  // signals and the receivers' waits, noting when each relay saw each source's message.
+  // Pass 3: the relays' forward puts, each at the time its source's message arrived.
+  // Pass 4: one signal per (relay, member) it forwarded to, each observed at once.
   for (uint32_t r = 0; r < n; ++r) {
     for (uint32_t s = 0; s < n; ++s) {
       const uint32_t d = (s + r) % n;
@@ -230,29 +243,50 @@ StatusOr<CollectiveResult> Communicator::token_all_to_all(const TokenRoutes& rou
       MOE_TRY(call.put_message(s, d, Sender::kTx, msg));
     }
   }
+  MOE_TRY(call.flush(Sender::kTx));
+  std::vector<double> arrived(hier ? size_t{n} * n : 0);  // [relay * n + source]
   for (uint32_t r = 0; r < n; ++r) {
-    for (uint32_t s = 0; s < n; ++s) {
-      const uint32_t d = (s + r) % n;
-      MOE_TRY(call.signal_message(s, d, Sender::kTx, st.arrival_word(d)));
-    }
+    for (uint32_t s = 0; s < n; ++s)
+      MOE_TRY(call.signal_message(s, (s + r) % n, Sender::kTx, st.arrival_word((s + r) % n)));
     for (uint32_t d = 0; d < n; ++d) {
       MOE_TRY(call.await_arrival(d));
-      // Forward what d relays for this round's source, one message per destination.
-      const uint32_t s = (d + n - r) % n;
+      if (hier) arrived[size_t{d} * n + (d + n - r) % n] = st.m[d].rx->now().ns;
+    }
+  }
+  if (hier) {
+    std::vector<uint8_t> forwarded_to(size_t{n} * n);
+    std::vector<std::pair<uint32_t, uint32_t>> pairs;  // (relay, member), in first-use order
+    for (uint32_t d = 0; d < n; ++d) {
       const auto& fw = forwards[d];
-      auto it = std::lower_bound(fw.begin(), fw.end(), Forward{s, 0, 0});
-      while (it != fw.end() && it->source == s) {
-        const uint32_t e = it->dest;
-        tokens.clear();
-        for (; it != fw.end() && it->source == s && it->dest == e; ++it) tokens.push_back(it->token);
-        msg.clear();
-        add_runs(
-            tokens, token_bytes, [&](uint32_t t) { return routes.recv_slot(s, t, d); },
-            [&](uint32_t t) { return routes.recv_slot(s, t, e); }, recv[d], recv[e], &msg);
-        for (const Piece& p : msg.pieces) call.forwarded_bytes += p.bytes;
-        MOE_TRY(call.send(d, e, Sender::kRx, msg, st.forward_word(e)));
-        MOE_TRY(call.await_forward(e));
+      // In the order the relay saw the sources' messages (rounds), one message per
+      // (source, member).
+      for (uint32_t r = 0; r < n; ++r) {
+        const uint32_t s = (d + n - r) % n;
+        auto it = std::lower_bound(fw.begin(), fw.end(), Forward{s, 0, 0});
+        if (it == fw.end() || it->source != s) continue;
+        st.m[d].relay->advance_to(ModelTime{arrived[size_t{d} * n + s]});
+        while (it != fw.end() && it->source == s) {
+          const uint32_t e = it->dest;
+          tokens.clear();
+          for (; it != fw.end() && it->source == s && it->dest == e; ++it)
+            tokens.push_back(it->token);
+          msg.clear();
+          add_runs(
+              tokens, token_bytes, [&](uint32_t t) { return routes.recv_slot(s, t, d); },
+              [&](uint32_t t) { return routes.recv_slot(s, t, e); }, recv[d], recv[e], &msg);
+          for (const Piece& p : msg.pieces) call.forwarded_bytes += p.bytes;
+          MOE_TRY(call.put_message(d, e, Sender::kRelay, msg));
+          if (!forwarded_to[size_t{d} * n + e]) {
+            forwarded_to[size_t{d} * n + e] = 1;
+            pairs.push_back({d, e});
+          }
+        }
       }
+    }
+    MOE_TRY(call.flush(Sender::kRelay));
+    for (const auto& [d, e] : pairs) {
+      MOE_TRY(call.signal_message(d, e, Sender::kRelay, st.forward_word(e)));
+      MOE_TRY(call.await_forward(e));
     }
   }
   CollectiveResult res;

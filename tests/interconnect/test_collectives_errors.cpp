@@ -62,6 +62,9 @@ TEST_CASE("ic.coll.errors: bad buffers and sizes are refused and nothing is issu
   refused(comm->all_gather(bad, recv, 64), "is null");
   // Too small for the size asked.
   refused(comm->all_to_all(send, recv, 4096), "must hold 12288 bytes");
+  refused(comm->all_to_all(send, recv, UINT64_MAX / 2), "too large");
+  refused(comm->all_reduce(send, recv, UINT64_MAX / 4, DataType::kInt64, ReduceOp::kSum),
+          "too large");
   // Misaligned for the element type.
   bad = send;
   bad[0] = send[0] + 2;
