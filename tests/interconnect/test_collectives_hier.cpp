@@ -186,3 +186,51 @@ TEST_CASE("ic.coll.hier: routes bookkeeping and refusals") {
   CHECK(routes.recv_slot(2, 0, 2) == UINT64_MAX);
   CHECK(routes.recv_tokens_from(0, 1) == 1);
 }
+
+TEST_CASE("ic.coll.hier: modelled time of a group-limited dispatch stays near the flat one") {
+  // n64 in timing mode: each token goes to 8 NPUs in 4 random nodes, so most remote nodes
+  // need it twice. The hierarchical route halves the cross-node bytes; on this fabric
+  // (no cross-node penalty) it costs at most a second hop, never a chain of them.
+  const uint64_t token_bytes = 14336;
+  double ns[2];
+  uint64_t cross[2];
+  for (int k = 0; k < 2; ++k) {
+    Machine m("n64");
+    const dev::Topology& t = m.driver->topology();
+    std::vector<dev::NpuId> npus(64);
+    for (uint32_t i = 0; i < 64; ++i) npus[i] = i;
+    ic::CommConfig c;
+    c.mode = ic::Mode::kTiming;
+    auto comm = make_comm(m, npus, c);
+    std::mt19937_64 rng(41);
+    ic::TokenRoutes routes(64);
+    for (uint32_t s = 0; s < 64; ++s)
+      for (uint32_t tk = 0; tk < 8; ++tk) {
+        std::vector<uint32_t> nodes(t.num_nodes), pool;
+        for (uint32_t i = 0; i < nodes.size(); ++i) nodes[i] = i;
+        std::shuffle(nodes.begin(), nodes.end(), rng);
+        for (uint32_t g = 0; g < 4; ++g)
+          for (dev::NpuId p : t.npus_of_node[nodes[g]]) pool.push_back(p);
+        std::shuffle(pool.begin(), pool.end(), rng);
+        pool.resize(8);
+        REQUIRE(routes.add_token(s, pool).ok());
+      }
+    std::vector<GlobalAddr> send, recv;
+    for (uint32_t r = 0; r < 64; ++r) {
+      auto a = m.memory->allocate_local(r, 8 * token_bytes, 4096);
+      auto b = m.memory->allocate_local(r, std::max<uint64_t>(64, routes.recv_tokens(r) * token_bytes), 4096);
+      REQUIRE((a.ok() && b.ok()));
+      send.push_back(a.value());
+      recv.push_back(b.value());
+    }
+    auto r = ok_result(comm->token_all_to_all(
+        routes, send, recv, token_bytes, k == 0 ? TokenAlgorithm::kFlat : TokenAlgorithm::kHierarchical));
+    ns[k] = r.modelled_ns;
+    cross[k] = r.cross_node_bytes;
+  }
+  MESSAGE("n64 dispatch, 8 tokens x top-8 per NPU: flat " << ns[0] / 1e3 << " us, "
+          << cross[0] / 1e6 << " MB cross-node; hierarchical " << ns[1] / 1e3 << " us, "
+          << cross[1] / 1e6 << " MB");
+  CHECK(cross[1] < cross[0] * 3 / 4);
+  CHECK(ns[1] < 2.5 * ns[0]);
+}
