@@ -8,26 +8,28 @@
 // order. A member of die d of NPU p is driven by p's fabric engine (the simulator's engine is
 // per NPU): its transfers are the NPU's transfers, and two dies of one NPU exchange data by
 // an HBM-to-HBM copy inside the package. A group of NPUs is the usual case (die 0 each).
-// The communicator owns, per member, endpoints on its NPU (a sender "tx", a receiver "rx"
-// that observes arrivals and forwards, and for the token all-to-all an observer of
-// forwarded arrivals), a barrier group over the distinct NPUs, and symmetric scratch and
-// flag memory allocated through mem::GlobalMemory (Policy::kSymmetric): per member
-// kFlagBytes of signal words followed by two scratch halves of scratch_half_bytes() each
-// (see CommConfig::scratch_bytes for the formula).
+// The communicator owns, per member, endpoints on its NPU (a sender "tx"; a receiver "rx"
+// that observes arrivals and re-sends received data; for the token all-to-all a "relay"
+// that forwards and observes forwarded arrivals), a barrier group over the distinct NPUs,
+// and symmetric scratch and flag memory allocated through mem::GlobalMemory
+// (Policy::kSymmetric): per member kFlagBytes of signal words followed by two scratch
+// halves of scratch_half_bytes() each (see CommConfig::scratch_bytes for the formula).
 //
 // ---- Execution model (single process) ----
-// A call drives every member's endpoints from the calling thread, in phases: the puts of a
-// round are issued (member s sends to (s + r) mod n in round r, so every member receives one
-// message per round), then each receiver waits for the signal that follows its data. Data
-// moves with put_signal onto a per-member arrival counter (SignalOp::kAdd); the receiver's
-// wait_until advances its modelled clock to the moment each message became visible
-// (transport.h, "Modelled time"), waiting for every increment in turn so that its clock is
-// the latest arrival, whatever the order the simulator executed them in. Dependencies on
-// received data (reducing, forwarding, re-sending) move the acting timeline with
-// Endpoint::advance_to. A member's timelines are its tx clock, its rx clock, and the clock
-// of its vector cores (the host reductions, below); the member has finished when all three
-// have. At entry every timeline of a member starts at the latest of them (the member's
-// previous collective is complete).
+// A call drives every member's endpoints from the calling thread, one phase at a time.
+// In a phase, every member first puts its data (member s to (s + r) mod n for round
+// r = 0..n-1, so each member receives one message per round), then, round by round, each
+// sender signals the receiver's arrival counter (SignalOp::kAdd; the signal follows the
+// data) and each receiver waits for that one increment. The receiver's wait_until thus
+// advances its modelled clock to the moment each message became visible (transport.h,
+// "Modelled time"), and its clock is the latest of its arrivals whatever order the
+// simulator executed them in. Puts go before signals because the fabric engine issues an
+// NPU's descriptors in order: a signal that must wait for its data would otherwise hold
+// back the puts issued after it. Dependencies on received data (reducing, forwarding,
+// re-sending) move the acting timeline with Endpoint::advance_to. A member's timelines are
+// its endpoints' clocks and the clock of its vector cores (the host reductions, below);
+// the member has finished when all have. At entry every timeline of a member starts at the
+// latest of them (the member's previous collective is complete).
 //
 // ---- Algorithms (each chosen for a non-blocking switched fabric, the UB's shape) ----
 //  - all-to-all(v): direct, n rounds (round 0 is the member's copy to itself).
@@ -47,8 +49,10 @@
 //  - token all-to-all, flat: each source puts each token to each of its destinations.
 //    Hierarchical: a token needed by several members of one remote node crosses the node
 //    boundary once, to one of them (the relay: preferably the member on the source's rail,
-//    the same index in node, else spread by token), which forwards it inside its node as
-//    soon as it has observed its arrival. The receive layout is the same for both.
+//    the same index in node, else spread by token), which forwards it inside its node no
+//    earlier than it observed its arrival. The receive layout is the same for both. On a
+//    fabric without a cross-node penalty (the presets) the flat route is faster in modelled
+//    time; the hierarchical one trades a second hop for fewer bytes on the node uplinks.
 //
 // ---- Modelled cost of the host reductions ----
 // Functional reductions run on the host through the memory layer's host mappings
@@ -218,7 +222,8 @@ struct CommState;
 class Communicator {
  public:
   // A communicator over `members` (distinct, any order; rank = index). Opens 2 endpoints
-  // per member (3 once a token all-to-all runs), a barrier group, and the symmetric scratch.
+  // per member (3 once a hierarchical token all-to-all runs), a barrier group, and the
+  // symmetric scratch.
   // kInvalidArgument: empty group, a duplicate member, an NPU or die out of range, a
   // scratch size too small, a mode the transport cannot serve. Transport, memory and the
   // driver outlive the communicator.

@@ -2,15 +2,16 @@
 // collective shares (Call and its round-based exchange, buffer validation, barrier).
 //
 // Design: a call aligns each member's timelines (tx, rx, relay, vector cores) at the
-// member's latest clock, then issues messages round by round. A message is a few puts and a
-// put_signal (or a bare signal when it carries nothing) adding 1 to the receiver's arrival
-// counter; the receiver waits for every increment in turn. Because the calling thread issues
-// a round completely before the next, each counter gets at most one increment per round,
-// and waiting for exactly that increment makes the transport's signal record report that
-// message's visibility time (signal_table.h): the receiver's clock becomes the running
-// maximum of its arrivals, whatever order the simulator executed them in. The counters
-// only grow (host-side `*_seen` says which value to wait for next), so no reset is needed
-// between calls and flags are never raced.
+// member's latest clock, then runs phases of messages. A message is a few puts, and later
+// a signal adding 1 to the receiver's arrival counter (following the puts); the receiver
+// waits for every increment in turn. A phase issues all its puts first (in round order),
+// flushes what the transport coalesced, then issues the signals a round at a time: each
+// counter gets at most one increment per round, and waiting for exactly that increment
+// makes the transport's signal record report that message's visibility time
+// (signal_table.h), so the receiver's clock becomes the running maximum of its arrivals
+// whatever order the simulator executed them in. The counters only grow (host-side
+// `*_seen` says which value to wait for next), so no reset is needed between calls and
+// flags are never raced.
 // Invariant: after a successful call, every counter equals its *_seen value.
 #include <algorithm>
 #include <cstring>
