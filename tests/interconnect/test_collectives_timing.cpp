@@ -150,3 +150,21 @@ TEST_CASE("ic.coll.timing: all_reduce cost grows with bytes and includes the vec
   CHECK(ns[1] >= wire_ns);
   CHECK(ns[1] <= 2.5 * (wire_ns + vector_ns));
 }
+
+TEST_CASE("ic.coll.timing: barrier releases every member after the last one arrives") {
+  Machine m("n16");
+  std::vector<ic::CommMember> members = {{2, 0}, {2, 1}, {11, 0}, {6, 1}, {15, 0}};
+  auto c = Communicator::create(*m.transport, *m.memory, members);
+  REQUIRE_MESSAGE(c.ok(), c.status().to_string());
+  auto& comm = *c.value();
+  ok_result(comm.barrier());
+  const double late = comm.member_time(0).ns + 250e3;
+  comm.advance_member(1, ModelTime{late});  // die 1 of NPU 2 arrives 250 us late
+  auto r = ok_result(comm.barrier());
+  for (uint32_t k = 0; k < comm.size(); ++k) {
+    CAPTURE(k);
+    CHECK(comm.member_time(k).ns > late);
+    CHECK(comm.member_time(k).ns < late + 20e3);  // a few fabric round trips
+  }
+  CHECK(r.modelled_ns > 250e3);
+}
