@@ -54,8 +54,10 @@ inline const opt::Option<int64_t> kQueueDepth{
     "interconnect", "IC_QUEUE_DEPTH", 1024, "descriptors in an endpoint's fabric queue"};
 
 inline const opt::Option<int64_t> kSignalTableWords{
-    "interconnect", "IC_SIGNAL_TABLE_WORDS", 16384,
+    "interconnect", "IC_SIGNAL_TABLE_WORDS", 0,
     "signal words whose update times a transport remembers (for wait_until's modelled "
-    "time); beyond it waits keep the waiter's own clock and ic.signal_table_full counts"};
+    "time); 0: sized from the machine, 2N^2 + 64N + 16384 for N NPUs (an EP-N dispatch "
+    "buffer uses 2N^2 + N); beyond it waits keep the waiter's own clock and "
+    "ic.signal_table_full counts"};
 
 }  // namespace moe::ic::options

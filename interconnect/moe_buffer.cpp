@@ -108,13 +108,13 @@ StatusOr<std::unique_ptr<MoeBuffer>> MoeBuffer::create(Transport& transport,
                       "moe buffer: functional mode asked, transport %s moves no payload",
                       std::string(transport.name()).c_str());
   const uint64_t needed_words = layout.signal_words;
-  const int64_t table_words = options::kSignalTableWords.get();
-  if (table_words >= 0 && static_cast<uint64_t>(table_words) < needed_words)
+  const uint64_t table_words = transport.caps().signal_table_words;
+  if (table_words < needed_words)
     MOE_WARN(
-        "moe buffer of %u ranks uses %llu signal words but IC_SIGNAL_TABLE_WORDS is %lld: "
+        "moe buffer of %u ranks uses %llu signal words but the transport remembers %llu (IC_SIGNAL_TABLE_WORDS): "
         "modelled times of some waits will be too early; raise it",
         layout.num_ranks, static_cast<unsigned long long>(needed_words),
-        static_cast<long long>(table_words));
+        static_cast<unsigned long long>(table_words));
 
   std::unique_ptr<MoeBuffer> b(new MoeBuffer(memory, config, layout));
   mem::AllocRequest req;

@@ -120,6 +120,7 @@ struct TransportCaps {
   uint32_t max_segments = 0;         // segments one coalesced fabric operation may carry
   uint32_t max_retries = 0;          // resends of one operation before it fails
   uint32_t signal_history = 0;       // updates remembered per signal word (modelled time)
+  uint32_t signal_table_words = 0;   // signal words whose update times are remembered
   bool functional = false;           // endpoints may move real bytes
 };
 

@@ -60,6 +60,10 @@ StatusOr<std::unique_ptr<Transport>> open_ub_transport(dev::Driver& driver,
   c.caps.max_retries = static_cast<uint32_t>(
       options.max_retries != 0 ? options.max_retries : bounded(options::kMaxRetries.get(), 0, 1000));
   c.caps.signal_history = kSignalHistory;
+  const int64_t n = t.num_npus();
+  const int64_t table_words = options::kSignalTableWords.get();
+  c.caps.signal_table_words = static_cast<uint32_t>(bounded(
+      table_words > 0 ? table_words : 2 * n * n + 64 * n + 16384, 16, int64_t{1} << 24));
   c.caps.functional = dc.functional;
   c.retry_detect_ns = std::max(0.0, options::kRetryDetectNs.get());
   c.host_issue_ns = std::max(0.0, options::kHostIssueNs.get());
@@ -75,8 +79,7 @@ UbTransport::UbTransport(dev::Driver& driver, mem::GlobalMemory& memory, const U
     : driver_(driver),
       memory_(memory),
       config_(config),
-      signals_(static_cast<uint32_t>(
-          std::clamp<int64_t>(options::kSignalTableWords.get(), 16, int64_t{1} << 24))) {}
+      signals_(config.caps.signal_table_words) {}
 
 StatusOr<std::unique_ptr<Endpoint>> UbTransport::open_endpoint(const EndpointConfig& config) {
   if (config.npu >= driver_.topology().num_npus())

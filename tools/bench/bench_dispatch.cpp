@@ -130,15 +130,9 @@ DispatchBenchResult run_dispatch_bench(const DispatchBenchConfig& c) {
                                                std::bit_ceil(layout->rank_bytes + (64ull << 20)));
   auto memory = mem::GlobalMemory::create(driver.get(), mc);
   if (!memory.ok()) return fail(memory.status().to_string());
-  // The transport remembers the modelled time of 2R^2 + R signal words for the buffer:
-  // size its table (read when the transport opens) to hold them at half load.
-  const uint64_t words = std::max<uint64_t>(16384, std::bit_ceil(2 * layout->signal_words));
-  Status so = opt::set_option("IC_SIGNAL_TABLE_WORDS", std::to_string(words));
   auto transport = ic::open_transport(*driver, **memory);
   auto buffer = transport.ok() ? ic::MoeBuffer::create(**transport, **memory, bc)
                                : StatusOr<std::unique_ptr<ic::MoeBuffer>>(transport.status());
-  opt::reset_option("IC_SIGNAL_TABLE_WORDS").ignore();
-  if (!so.ok()) return fail(so.to_string());
   if (!transport.ok()) return fail(transport.status().to_string());
   if (!buffer.ok()) return fail(buffer.status().to_string());
   ic::MoeBuffer& b = **buffer;
