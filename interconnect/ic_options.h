@@ -37,6 +37,11 @@ inline const opt::Option<double> kRetryDetectNs{
     "modelled time from the end of a failed attempt until its resend can start (the "
     "negative acknowledgement or timeout that reports the loss), ns"};
 
+inline const opt::Option<double> kDeviceIssueNs{
+    "interconnect", "IC_DEVICE_ISSUE_NS", 2.0,
+    "modelled cost for an NPU's issuing context to issue one operation (writing its "
+    "descriptor or coalescing its bytes), ns: bounds the small-put rate of one context"};
+
 inline const opt::Option<double> kHostIssueNs{
     "interconnect", "IC_HOST_ISSUE_NS", 1000.0,
     "modelled extra cost of an operation issued by the host for an NPU (doorbell write over "

@@ -42,8 +42,9 @@
 //    single thread can drive the endpoints of several members.
 //
 // ---- Modelled time ----
-// Every endpoint has a modelled clock (now()). Operations start at the clock (plus the host
-// issue cost for a host endpoint); non-blocking ones leave it there, blocking ones advance it
+// Every endpoint has a modelled clock (now()). Every operation first advances the clock by its issue cost
+// (IC_DEVICE_ISSUE_NS, or IC_HOST_ISSUE_NS for a host endpoint) and starts there;
+// non-blocking ones leave it there, blocking ones advance it
 // to their completion, quiet advances it to the completion of everything outstanding, and
 // advance_to(t) expresses a dependency on compute (or anything else) finishing at t.
 // The simulator executes work eagerly, so a signal may be observed in wall time before the

@@ -51,7 +51,7 @@ class UbEndpoint final : public Endpoint {
         issuer_(config.issuer),
         wait_timeout_ns_(config.wait_timeout_wall_ns >= 0 ? config.wait_timeout_wall_ns
                                                           : cfg_.wait_timeout_ns),
-        issue_ns_(config.issuer == Issuer::kHost ? cfg_.host_issue_ns : 0.0) {}
+        issue_ns_(config.issuer == Issuer::kHost ? cfg_.host_issue_ns : cfg_.device_issue_ns) {}
 
   ~UbEndpoint() override {
     Status s = flush_all();

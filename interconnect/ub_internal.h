@@ -19,6 +19,7 @@ struct UbConfig {
   TransportCaps caps;
   double retry_detect_ns = 0;
   double host_issue_ns = 0;
+  double device_issue_ns = 0;
   int64_t wait_timeout_ns = 0;
   int64_t completion_timeout_ns = 0;
   uint32_t queue_depth = 0;

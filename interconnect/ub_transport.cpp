@@ -67,6 +67,7 @@ StatusOr<std::unique_ptr<Transport>> open_ub_transport(dev::Driver& driver,
   c.caps.functional = dc.functional;
   c.retry_detect_ns = std::max(0.0, options::kRetryDetectNs.get());
   c.host_issue_ns = std::max(0.0, options::kHostIssueNs.get());
+  c.device_issue_ns = std::max(0.0, options::kDeviceIssueNs.get());
   c.wait_timeout_ns = bounded(options::kWaitTimeoutMs.get(), 0, int64_t{1} << 40) * 1'000'000;
   c.completion_timeout_ns =
       bounded(options::kCompletionTimeoutMs.get(), 1, int64_t{1} << 40) * 1'000'000;
