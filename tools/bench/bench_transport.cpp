@@ -26,36 +26,14 @@
 #include "runtime/base/options.h"
 #include "runtime/base/strformat.h"
 #include "tools/lib/bench/harness.h"
+#include "tools/lib/bench/sim_machine.h"
 
 namespace {
 
 using namespace moe;
 using mem::GlobalAddr;
 
-struct Machine {
-  std::unique_ptr<dev::Driver> driver;
-  std::unique_ptr<mem::GlobalMemory> memory;
-  std::unique_ptr<ic::Transport> transport;
-
-  bool open(const char* preset) {
-    auto topo = sim::make_preset(preset);
-    if (!topo.ok()) return false;
-    auto drv = sim::create_driver(std::move(topo).value());
-    if (!drv.ok()) return false;
-    driver = std::move(drv).value();
-    auto m = mem::GlobalMemory::create(driver.get());
-    if (!m.ok()) return false;
-    memory = std::move(m).value();
-    auto t = ic::open_transport(*driver, *memory);
-    if (!t.ok()) return false;
-    transport = std::move(t).value();
-    return true;
-  }
-  ~Machine() {
-    transport.reset();
-    memory.reset();
-    driver.reset();
-  }
+struct Machine : bench::SimMachine {
   std::unique_ptr<ic::Endpoint> endpoint(dev::NpuId npu) {
     ic::EndpointConfig c;
     c.npu = npu;
