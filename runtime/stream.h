@@ -1,0 +1,110 @@
+// Streams: ordered work on one NPU die's compute engine.
+//
+// A Stream owns one compute queue of the driver. launch() turns a Kernel into a
+// dev::KernelWork descriptor, submits it and rings the doorbell: the same path in both
+// execution modes (runtime.h); in functional mode the descriptor carries the body, in
+// timing mode it carries only the cost. Work on one stream runs in launch order.
+//
+// Modelled clock: modelled_time() is when the stream's engine finishes everything launched
+// so far (Driver::engine_time). wait(event) sets a floor (not_before) under every later
+// launch. Completions are polled by synchronize(), and by launch() when the ring is full;
+// the first failed completion is kept and returned by synchronize() (sticky).
+//
+// Kernel bodies: a std::function body is kept by the stream until its completion is
+// polled; a raw fn + ctx body is not copied: ctx must stay valid until the completion is
+// polled (synchronize). Bodies run on the thread that launches (the simulator executes on
+// the doorbell); a body must not launch on its own stream.
+//
+// Thread-safety: a stream is used by one thread at a time (its queue is single-producer).
+// Different streams may be driven from different threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "runtime/base/clock.h"
+#include "runtime/base/status.h"
+#include "runtime/device/driver.h"
+#include "runtime/device/work.h"
+
+namespace moe::rt {
+
+class Event;
+class Graph;
+class Runtime;
+
+struct Kernel {
+  std::string_view name;  // for traces; the text must outlive the stream's use of it
+  double flops = 0;
+  double hbm_bytes = 0;   // bytes read + written in HBM
+  dev::KernelClass kernel_class = dev::KernelClass::kVector;
+  dev::Precision precision = dev::Precision::kBf16;
+  // Functional body: either `body`, or `fn` with `ctx` (no allocation). At most one.
+  std::function<void()> body;
+  void (*fn)(void* ctx) = nullptr;
+  void* ctx = nullptr;
+};
+
+class Stream {
+ public:
+  // A stream on `npu`'s compute die `die`. kOutOfRange naming the NPU or die; driver errors
+  // (kNpuLost). The runtime outlives the stream.
+  static StatusOr<std::unique_ptr<Stream>> create(Runtime& runtime, dev::NpuId npu,
+                                                  uint32_t die = 0);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Launches (or, while capturing, records) one kernel. kInvalidArgument for negative costs
+  // or both body kinds; the stream's sticky error; driver errors.
+  Status launch(const Kernel& kernel);
+  // Later launches start no earlier than the event's time. kFailedPrecondition for an
+  // event not recorded, or recorded in a capture this stream is not part of.
+  Status wait(const Event& event);
+  // Polls every completion of work launched so far (the simulator has already executed
+  // it). Returns the first error a completion reported since the stream was created.
+  Status synchronize();
+
+  // When the engine finishes everything launched so far (modelled); 0 when the driver
+  // cannot say (a lost NPU). Meaningless while capturing.
+  ModelTime modelled_time() const;
+  // The floor under later launches (set by wait).
+  ModelTime not_before() const { return not_before_; }
+  dev::NpuId npu() const { return npu_; }
+  uint32_t die() const { return die_; }
+  bool capturing() const { return capture_ != nullptr; }
+  uint64_t launched() const { return submitted_; }
+
+ private:
+  friend class Event;
+  friend class Graph;
+  Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, dev::QueueId queue);
+  // Submits `count` descriptors and rings once, polling first if the ring lacks room.
+  Status submit(const dev::WorkDescriptor* work, size_t count);
+  // Makes room for `count` descriptors in the ring (polling, waiting if needed).
+  Status reserve(size_t count);
+  // Takes back at least one completion (waiting for it if none is pending).
+  Status poll_some();
+  Status engine_time(ModelTime* out) const;
+  // Fills the cost part of a descriptor (no body).
+  static Status describe(const Kernel& kernel, dev::WorkDescriptor* out);
+
+  Runtime& runtime_;
+  dev::Driver& driver_;
+  dev::NpuId npu_;
+  uint32_t die_;
+  dev::QueueId queue_;
+  uint32_t depth_;
+  ModelTime not_before_{};
+  uint64_t submitted_ = 0;  // descriptors handed to the queue
+  uint64_t polled_ = 0;     // completions taken back
+  Status error_;            // first failed completion
+  std::vector<std::function<void()>> bodies_;  // ring slot per in-flight std::function body
+  Graph* capture_ = nullptr;  // the graph being captured, if any
+  uint32_t capture_index_ = 0;  // this stream's index in that graph
+};
+
+}  // namespace moe::rt
