@@ -8,6 +8,7 @@
 #include "runtime/event.h"
 #include "runtime/runtime.h"
 #include "runtime/stream.h"
+#include "runtime/trace.h"
 
 namespace moe::rt {
 namespace {
@@ -46,6 +47,7 @@ Status Graph::capture_begin(std::span<Stream* const> streams) {
   streams_.assign(streams.begin(), streams.end());
   per_stream_.assign(streams.size(), PerStream{});
   ops_.assign(streams.size(), {});
+  names_.assign(streams.size(), {});
   for (size_t i = 0; i < streams_.size(); ++i) {
     streams_[i]->capture_ = this;
     streams_[i]->capture_index_ = static_cast<uint32_t>(i);
@@ -106,6 +108,7 @@ Status Graph::capture_launch(uint32_t s, const Kernel& kernel) {
     seg = open_segment(s);
   }
   ops_[s].push_back(work);
+  names_[s].push_back(kernel.name);
   ++segments_[seg].count;
   return Status();
 }
@@ -135,6 +138,8 @@ void Graph::capture_record(uint32_t s, Event& event) {
 Status Graph::replay() {
   if (state_ != State::kCaptured)
     return make_error(StatusCode::kFailedPrecondition, "graph: replay before capture_end");
+  Trace* trace = streams_.empty() ? nullptr : streams_[0]->runtime_.trace();
+  const int64_t wall0 = trace != nullptr ? wall_now_ns() : 0;
   for (const Step& step : steps_) {
     Stream& stream = *streams_[step.stream];
     if (step.is_record) {
@@ -151,8 +156,9 @@ Status Graph::replay() {
     // The queue runs in order: a floor on the segment's first descriptor holds for the rest.
     dev::WorkDescriptor* first = &ops_[step.stream][seg.first];
     first->not_before = floor;
-    MOE_TRY(stream.submit(first, seg.count));
+    MOE_TRY(stream.submit(first, seg.count, &names_[step.stream][seg.first]));
   }
+  if (trace != nullptr) trace->add_host_span("graph.replay", wall0, wall_now_ns());
   return Status();
 }
 

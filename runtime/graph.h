@@ -23,6 +23,7 @@
 #include <deque>
 #include <functional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "runtime/base/clock.h"
@@ -87,6 +88,7 @@ class Graph {
   std::vector<Stream*> streams_;
   std::vector<PerStream> per_stream_;
   std::vector<std::vector<dev::WorkDescriptor>> ops_;  // per stream
+  std::vector<std::vector<std::string_view>> names_;  // per stream, parallel to ops_
   std::vector<Segment> segments_;
   std::vector<uint32_t> waits_;
   std::vector<Step> steps_;

@@ -30,6 +30,8 @@ class Transport;
 
 namespace moe::rt {
 
+class Trace;
+
 enum class ExecutionMode : uint8_t {
   kFunctional = 0,  // kernel bodies run (and the cost model advances)
   kTiming = 1,      // only the cost model advances; bodies are ignored
@@ -80,12 +82,18 @@ class Runtime {
   // kOutOfRange naming the NPU and the count for an unknown NPU.
   StatusOr<DeviceInfo> device(dev::NpuId npu) const;
 
+  // Attaches a trace (trace.h) that streams and graphs fill from now on; nullptr detaches.
+  // Not owned: it outlives its attachment. Set while no stream is in use on another thread.
+  void set_trace(Trace* trace) { trace_ = trace; }
+  Trace* trace() const { return trace_; }
+
  private:
   Runtime() = default;
   RuntimeOptions options_;
   std::unique_ptr<dev::Driver> driver_;
   std::unique_ptr<mem::GlobalMemory> memory_;
   std::unique_ptr<ic::Transport> transport_;
+  Trace* trace_ = nullptr;
 };
 
 }  // namespace moe::rt

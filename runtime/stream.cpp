@@ -10,6 +10,7 @@
 #include "runtime/event.h"
 #include "runtime/graph.h"
 #include "runtime/runtime.h"
+#include "runtime/trace.h"
 
 namespace moe::rt {
 namespace {
@@ -36,7 +37,7 @@ StatusOr<std::unique_ptr<Stream>> Stream::create(Runtime& runtime, dev::NpuId np
 
 Stream::Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, dev::QueueId queue)
     : runtime_(runtime), driver_(runtime.driver()), npu_(npu), die_(die), queue_(queue),
-      depth_(runtime.options().stream_depth) {}
+      depth_(runtime.options().stream_depth), lane_("compute die " + std::to_string(die)) {}
 
 Stream::~Stream() {
   (void)driver_.queue_destroy(queue_);
@@ -66,6 +67,8 @@ Status Stream::launch(const Kernel& kernel) {
   MOE_TRY(describe(kernel, &work));
   work.not_before = not_before_;
   MOE_TRY(reserve(1));
+  Trace* trace = runtime_.trace();
+  const int64_t wall0 = trace != nullptr ? wall_now_ns() : 0;
   if (runtime_.functional()) {
     if (kernel.fn != nullptr) {
       work.kernel.body = kernel.fn;
@@ -79,7 +82,9 @@ Status Stream::launch(const Kernel& kernel) {
       work.tag = uint64_t{slot} + 1;
     }
   }
-  return submit(&work, 1);
+  MOE_TRY(submit(&work, 1, &kernel.name));
+  if (trace != nullptr) trace->add_host_span(kernel.name.empty() ? "launch" : kernel.name, wall0, wall_now_ns());
+  return Status();
 }
 
 Status Stream::wait(const Event& event) {
@@ -104,8 +109,13 @@ Status Stream::reserve(size_t count) {
   return Status();
 }
 
-Status Stream::submit(const dev::WorkDescriptor* work, size_t count) {
+Status Stream::submit(const dev::WorkDescriptor* work, size_t count,
+                      const std::string_view* names) {
   MOE_TRY(reserve(count));
+  if (runtime_.trace() != nullptr && names != nullptr) {
+    if (names_.empty()) names_.resize(depth_);
+    for (size_t i = 0; i < count; ++i) names_[(submitted_ + i) % depth_] = names[i];
+  }
   MOE_TRY(driver_.queue_submit(queue_, work, count));
   submitted_ += count;
   return driver_.doorbell_ring(queue_);
@@ -119,7 +129,12 @@ Status Stream::poll_some() {
     MOE_TRY(driver_.completions_wait(queue_, kCompletionWaitNs));
     MOE_TRY(driver_.completions_poll(queue_, done, 64, &n));
   }
+  Trace* trace = runtime_.trace();
   for (size_t i = 0; i < n; ++i) {
+    if (trace != nullptr) {
+      std::string_view name = names_.empty() ? std::string_view() : names_[done[i].work_index % depth_];
+      trace->add_device_span(npu_, lane_, name.empty() ? "kernel" : name, done[i].start, done[i].end);
+    }
     if (done[i].tag != 0) bodies_[done[i].tag - 1] = nullptr;
     if (done[i].status != StatusCode::kOk && error_.ok())
       error_ = make_error(done[i].status, "stream on NPU %u die %u: work %llu failed", npu_, die_,

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -83,7 +84,9 @@ class Stream {
   friend class Graph;
   Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, dev::QueueId queue);
   // Submits `count` descriptors and rings once, polling first if the ring lacks room.
-  Status submit(const dev::WorkDescriptor* work, size_t count);
+  // `names` (count of them, or null) name the work in a trace.
+  Status submit(const dev::WorkDescriptor* work, size_t count,
+                const std::string_view* names = nullptr);
   // Makes room for `count` descriptors in the ring (polling, waiting if needed).
   Status reserve(size_t count);
   // Takes back at least one completion (waiting for it if none is pending).
@@ -103,6 +106,8 @@ class Stream {
   uint64_t polled_ = 0;     // completions taken back
   Status error_;            // first failed completion
   std::vector<std::function<void()>> bodies_;  // ring slot per in-flight std::function body
+  std::vector<std::string_view> names_;        // ring slot per work index, while tracing
+  std::string lane_;                           // the trace lane: "compute die N"
   Graph* capture_ = nullptr;  // the graph being captured, if any
   uint32_t capture_index_ = 0;  // this stream's index in that graph
 };
