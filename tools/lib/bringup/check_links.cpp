@@ -128,8 +128,12 @@ class Blamer {
   }
   // Records who is to blame for a failure between src and dst on `plane`; false when no
   // fault explains it.
-  bool blame(dev::NpuId src, dev::NpuId dst, dev::PlaneId plane, const Route& r) {
+  bool blame(dev::NpuId src, dev::NpuId dst, dev::PlaneId plane, const Route& r, StatusCode status) {
     bool found = false;
+    if (status == StatusCode::kHbmError) {  // the source's HBM could not be read
+      hbm_npus.insert(src);
+      return true;
+    }
     for (dev::NpuId n : {src, dst})
       if (npu_lost(n)) lost_npus.insert(n), found = true;
     if (found) return true;
@@ -144,6 +148,7 @@ class Blamer {
   std::set<dev::NpuId> lost_npus;
   std::set<dev::PlaneId> down_planes;
   std::set<dev::LinkId> down_links;
+  std::set<dev::NpuId> hbm_npus;
 
  private:
   dev::Driver& d_;
@@ -260,7 +265,7 @@ void check_links(dev::Driver& driver, const CheckOptions& options, BringupReport
           Route r = router.route(i, peer[i], p);
           LinkResult& lr = results[t.link_of(i, p)];
           if (c.status != StatusCode::kOk || c.packets_lost || c.packets_corrupted) {
-            if (!blamer.blame(i, peer[i], p, r) && lr.problem.empty())
+            if (!blamer.blame(i, peer[i], p, r, c.status) && lr.problem.empty())
               lr.problem = strformat("%s transfer to %s on plane %u: %s, %u packets lost, %u corrupted",
                                      is_large ? "large" : "small", describe_npu(t, peer[i]).c_str(), p,
                                      std::string(status_code_name(c.status)).c_str(), c.packets_lost, c.packets_corrupted);
@@ -312,6 +317,15 @@ void check_links(dev::Driver& driver, const CheckOptions& options, BringupReport
     e.npu = i;
     e.node = t.npus[i].node;
     e.message = describe_npu(t, i) + ": lost (unreachable on every plane)";
+    report->entries.push_back(e);
+  }
+  for (dev::NpuId i : blamer.hbm_npus) {
+    if (blamer.lost_npus.count(i)) continue;
+    CheckEntry e;
+    e.check = "npu";
+    e.npu = i;
+    e.node = t.npus[i].node;
+    e.message = describe_npu(t, i) + ": HBM error: its transfers could not read their source";
     report->entries.push_back(e);
   }
   for (dev::PlaneId p = 0; p < planes; ++p) {
@@ -408,6 +422,16 @@ void check_all_to_all(dev::Driver& driver, const CheckOptions& options, BringupR
                           r.modelled_gbps_per_npu);
   } else {
     e.message = "all-to-all failed: " + st.to_string();
+    // Name the NPU whose HBM failed, when one did.
+    for (dev::NpuId i = 0; i < t.num_npus(); ++i) {
+      dev::NpuState s;
+      if (driver.npu_state(i, &s).ok() && s.hbm_errors > 0) {
+        e.npu = i;
+        e.node = t.npus[i].node;
+        e.message = describe_npu(t, i) + " has HBM errors; " + e.message;
+        break;
+      }
+    }
   }
   report->entries.push_back(e);
 }
