@@ -3,6 +3,10 @@
 // nowhere else.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -162,4 +166,34 @@ TEST_CASE("tools.bringup: a bad --inject spec is refused, naming the spec") {
   REQUIRE(ok.ok());
   CHECK(ok->kind == dev::FaultKind::kLinkDown);
   CHECK(ok->target == 12);
+}
+
+namespace {
+
+// Runs moe-bringup with `args`; returns its exit status and stdout.
+int run_tool(const std::string& args, std::string* out) {
+  const char* dir = std::getenv("MOE_BIN_DIR");
+  REQUIRE_MESSAGE(dir != nullptr, "MOE_BIN_DIR is not set (run through make test)");
+  std::string cmd = std::string(dir) + "/moe-bringup " + args + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  out->clear();
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
+  int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("tools.bringup: moe-bringup exits 0 when healthy, 1 naming the fault, 2 on a bad spec") {
+  std::string out;
+  CHECK(run_tool("--supernode n16 --synthetic 'pack:2 numa:2 core:4 pu:1'", &out) == 0);
+  CHECK(out.find("result: PASS") != std::string::npos);
+  CHECK(run_tool("--supernode n16 --json --inject npu-lost:5", &out) == 1);
+  CHECK(out.find("\"passed\":false") != std::string::npos);
+  CHECK(out.find("\"npu\":5,") != std::string::npos);
+  CHECK(run_tool("--supernode n16 --inject plane-down:9", &out) == 2);
+  CHECK(run_tool("--supernode n16 --inject frobnicate:1", &out) == 2);
 }
