@@ -390,6 +390,11 @@ StatusOr<HostTopology> HostTopology::from_synthetic(std::string_view description
                       static_cast<unsigned long long>(pus), options::kSyntheticMaxPus.name(),
                       static_cast<long long>(max_pus));
 
+  // hwloc wants PUs as the last level; "pack:2 numa:4 core:8" means one PU per core.
+  std::string last_type = levels.back().type;
+  for (char& c : last_type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!last_type.empty() && last_type != "pu") text += " pu:1";
+
   TopologyHandle h;
   if (hwloc_topology_init(&h.t) != 0)
     return make_error(StatusCode::kOutOfMemory, "hwloc_topology_init failed: %s",

@@ -256,3 +256,12 @@ TEST_CASE("rt.host: discovering the real host finds NUMA nodes, cores and PCI de
   CHECK(loaded->summary().same_hardware(s));
   CHECK(loaded->summary().pci_devices.size() == s.pci_devices.size());
 }
+
+TEST_CASE("rt.host: a synthetic description without a PU level gets one PU per core") {
+  HostTopology t = synthetic("pack:2 numa:4 core:8");  // the issue's example
+  const HostSummary& s = t.summary();
+  CHECK(s.packages.size() == 2);
+  CHECK(s.numa_nodes.size() == 8);
+  CHECK(s.cores.size() == 64);
+  CHECK(s.num_pus == 64);
+}
