@@ -21,40 +21,16 @@
 #include "interconnect/quant_int8.h"
 #include "interconnect/transport.h"
 #include "memory/global_memory.h"
+#include "tests/interconnect/transport_test_util.h"
 
 namespace moetest {
 
 using namespace moe;
 
-// A driver, its memory layer and a transport (destroyed in reverse order).
-struct Machine {
-  std::unique_ptr<dev::Driver> driver;
-  std::unique_ptr<mem::GlobalMemory> memory;
-  std::unique_ptr<ic::Transport> transport;
-
-  explicit Machine(const char* preset = "n8", uint64_t seed = 1) {
-    auto topo = sim::make_preset(preset);
-    REQUIRE(topo.ok());
-    sim::SimConfig cfg;
-    cfg.seed = seed;
-    auto drv = sim::create_driver(std::move(topo).value(), cfg);
-    REQUIRE_MESSAGE(drv.ok(), drv.status().to_string());
-    driver = std::move(drv).value();
-    mem::MemConfig mc;
-    mc.segment_bytes = uint64_t{16} << 20;
-    mc.symmetric_heap_bytes = uint64_t{256} << 20;
-    auto m = mem::GlobalMemory::create(driver.get(), mc);
-    REQUIRE_MESSAGE(m.ok(), m.status().to_string());
-    memory = std::move(m).value();
-    auto t = ic::open_transport(*driver, *memory);
-    REQUIRE_MESSAGE(t.ok(), t.status().to_string());
-    transport = std::move(t).value();
-  }
-  ~Machine() {
-    transport.reset();
-    memory.reset();
-    driver.reset();
-  }
+// The transport tests' machine, with a symmetric heap large enough for dispatch buffers.
+struct Machine : ictest::Machine {
+  explicit Machine(const char* preset = "n8", uint64_t seed = 1)
+      : ictest::Machine(preset, seed, {}, uint64_t{256} << 20) {}
 
   // The first `npus` NPUs, with the rest of the config as given.
   std::unique_ptr<ic::MoeBuffer> buffer(ic::MoeBufferConfig c, uint32_t npus) {

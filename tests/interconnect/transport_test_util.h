@@ -30,7 +30,8 @@ struct Machine {
   std::unique_ptr<ic::Transport> transport;
 
   explicit Machine(const char* preset = "n8", uint64_t seed = 1,
-                   const ic::TransportOptions& options = {}) {
+                   const ic::TransportOptions& options = {},
+                   uint64_t symmetric_heap_bytes = uint64_t{64} << 20) {
     auto topo = sim::make_preset(preset);
     REQUIRE(topo.ok());
     sim::SimConfig cfg;
@@ -40,7 +41,7 @@ struct Machine {
     driver = std::move(drv).value();
     mem::MemConfig mc;
     mc.segment_bytes = uint64_t{16} << 20;
-    mc.symmetric_heap_bytes = uint64_t{64} << 20;
+    mc.symmetric_heap_bytes = symmetric_heap_bytes;
     auto m = mem::GlobalMemory::create(driver.get(), mc);
     REQUIRE_MESSAGE(m.ok(), m.status().to_string());
     memory = std::move(m).value();
