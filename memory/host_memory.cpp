@@ -62,6 +62,11 @@ StatusOr<std::unique_ptr<HostMemory>> HostMemory::create(const HostMemoryOptions
     return make_error(StatusCode::kInvalidArgument, "hwloc synthetic topology '%s' is not valid",
                       options.synthetic.c_str());
   }
+  if (options.synthetic.empty() && !options.xml_file.empty() &&
+      hwloc_topology_set_xml(m->topology_, options.xml_file.c_str()) != 0) {
+    return make_error(StatusCode::kInvalidArgument, "hwloc XML topology '%s' cannot be read",
+                      options.xml_file.c_str());
+  }
   if (hwloc_topology_load(m->topology_) != 0) {
     return make_error(StatusCode::kInternal, "hwloc_topology_load failed: %s", std::strerror(errno));
   }

@@ -81,6 +81,8 @@ class StagingBuffer {
 
 struct HostMemoryOptions {
   std::string synthetic;          // hwloc synthetic description; empty: this host
+  std::string xml_file;           // or an hwloc XML export of another host (not this system:
+                                  // treated like a synthetic topology, nothing is bound)
   bool bind_single_node = false;  // bind even when the host has one NUMA node
 };
 
@@ -93,7 +95,8 @@ class HostMemory {
   HostMemory& operator=(const HostMemory&) = delete;
 
   uint32_t num_numa_nodes() const { return num_numa_nodes_; }
-  bool synthetic() const { return !options_.synthetic.empty(); }
+  // True when the topology is not this system (synthetic, or loaded from XML).
+  bool synthetic() const { return !options_.synthetic.empty() || !options_.xml_file.empty(); }
   // The OS index of a logical node (what numactl calls the node); kOutOfRange for a bad one.
   StatusOr<uint32_t> os_index(uint32_t numa_node) const;
 

@@ -29,6 +29,14 @@ class Event {
   // stream belongs to. Errors: the stream's own sticky error.
   Status record(Stream& stream);
 
+  // Records an explicit modelled time: a point outside any stream that streams can wait
+  // for, such as the end of a collective (ic::CollectiveResult::end) or of a dispatch.
+  void record_at(ModelTime time) {
+    time_ = time;
+    graph_ = nullptr;
+    recorded_ = true;
+  }
+
   bool recorded() const { return recorded_; }
   // The recorded modelled time. Precondition: recorded() and not captured().
   ModelTime time() const { return time_; }

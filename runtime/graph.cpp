@@ -102,15 +102,20 @@ Status Graph::capture_launch(uint32_t s, const Kernel& kernel) {
       work.kernel.ctx = &bodies_.back();
     }
   }
+  capture_work(s, work, kernel.name);
+  return Status();
+}
+
+void Graph::capture_work(uint32_t s, const dev::WorkDescriptor& work, std::string_view name) {
+  Stream& stream = *streams_[s];
   uint32_t seg = open_segment(s);
   if (segments_[seg].count == stream.depth_) {  // a full ring: continue in a new segment
     close_segment(s);
     seg = open_segment(s);
   }
   ops_[s].push_back(work);
-  names_[s].push_back(kernel.name);
+  names_[s].push_back(name);
   ++segments_[seg].count;
-  return Status();
 }
 
 Status Graph::capture_wait(uint32_t s, const Event& event) {

@@ -79,6 +79,9 @@ class Graph {
 
   // Called by Stream / Event while capturing.
   Status capture_launch(uint32_t stream_index, const Kernel& kernel);
+  // Records a ready descriptor (copies; launches after their body is settled).
+  void capture_work(uint32_t stream_index, const dev::WorkDescriptor& work,
+                    std::string_view name);
   Status capture_wait(uint32_t stream_index, const Event& event);
   void capture_record(uint32_t stream_index, Event& event);
   void close_segment(uint32_t stream_index);

@@ -9,17 +9,32 @@
 // Execution modes (DESIGN.md §4): in functional mode kernel bodies run; in timing mode only
 // the cost model advances. The mode is chosen at open and applies to every stream.
 //
+// Host side (DESIGN.md §5 runtime): open() also loads the host topology (this machine by
+// hwloc, or a synthetic / XML host for planning), plans NUMA-affine placement
+// (runtime/host/placement.h: which host NUMA node and core serve each NPU) and makes staging
+// buffers on the node nearest an NPU (allocate_staging). Dispatch threads, one per planned
+// group of NPUs and bound to the planned core, start on first use (dispatch_threads(),
+// for_each_device()) so a runtime that never feeds NPUs from several threads starts none.
+//
 // Thread-safety: the accessors are const and may be called from any thread; the owned
 // objects keep their own contracts (driver.h, global_memory.h, transport.h).
+// allocate_staging, dispatch_threads and for_each_device are thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
 
+#include "memory/host_memory.h"
 #include "runtime/base/status.h"
 #include "runtime/device/driver.h"
 #include "runtime/device/topology.h"
+#include "runtime/host/dispatch_pool.h"
+#include "runtime/host/host_topology.h"
+#include "runtime/host/placement.h"
 
 namespace moe::mem {
 class GlobalMemory;
@@ -37,12 +52,21 @@ enum class ExecutionMode : uint8_t {
   kTiming = 1,      // only the cost model advances; bodies are ignored
 };
 
+// Where the host side of the supernode runs.
+struct HostOptions {
+  std::string synthetic;     // plan for an hwloc synthetic host ("pack:2 numa:4 core:8");
+  std::string topology_xml;  // or for an hwloc XML export; both empty: this host
+  host::PlacementOptions placement = host::PlacementOptions::from_options();
+  bool bind_threads = true;  // bind dispatch threads to their planned cores (this host only)
+};
+
 struct RuntimeOptions {
   std::string supernode = "cm384";  // preset name (cm384, n8, n16, n64) or description file
   uint64_t seed = 1;                // drives the simulator's injected faults
   ExecutionMode mode = ExecutionMode::kFunctional;
   uint32_t stream_depth = 1024;     // descriptors a stream's queue ring holds (>= 2)
   bool open_transport = true;       // false: no transport (memory and streams only)
+  HostOptions host;
 };
 
 // One NPU as the runtime presents it.
@@ -82,6 +106,27 @@ class Runtime {
   // kOutOfRange naming the NPU and the count for an unknown NPU.
   StatusOr<DeviceInfo> device(dev::NpuId npu) const;
 
+  // ---- host side ----
+  const host::HostTopology& host_topology() const { return host_topology_; }
+  const host::PlacementPlan& placement() const { return placement_; }
+  // `bytes` (> 0) of host memory on the NUMA node nearest `npu` (placement().npus[npu]).
+  // kOutOfRange for an unknown NPU; host_memory.h's errors. The runtime outlives the buffer.
+  StatusOr<mem::StagingBuffer> allocate_staging(dev::NpuId npu, size_t bytes);
+  // The dispatch threads, started on the first call (bound as planned; a binding refused by
+  // the OS leaves a thread unbound and is reported in the pool's workers()).
+  StatusOr<host::DispatchThreadPool*> dispatch_threads();
+  // Runs fn(npu) for every NPU of `npus` on that NPU's dispatch thread (each thread takes
+  // its NPUs in the given order, threads in parallel) and returns when all are done: the
+  // first error in `npus` order, or OK. fn must be safe to call concurrently for different
+  // NPUs (for instance: each NPU's own streams). kOutOfRange for an unknown NPU (nothing
+  // runs); kFailedPrecondition when called from a dispatch thread (it would wait for itself).
+  Status for_each_device(std::span<const dev::NpuId> npus,
+                         const std::function<Status(dev::NpuId)>& fn);
+
+  // Statistics of every layer as one JSON object: {"devices": N, "memory": {...},
+  // "placement": {...}, "counters": {...}} (counters: stats.h, every registered counter).
+  std::string stats_json();
+
   // Attaches a trace (trace.h) that streams and graphs fill from now on; nullptr detaches.
   // Not owned: it outlives its attachment. Set while no stream is in use on another thread.
   void set_trace(Trace* trace) { trace_ = trace; }
@@ -89,10 +134,17 @@ class Runtime {
 
  private:
   Runtime() = default;
+  // Loads the host topology, plans placement and opens host memory (open()'s last step).
+  Status open_host();
   RuntimeOptions options_;
   std::unique_ptr<dev::Driver> driver_;
   std::unique_ptr<mem::GlobalMemory> memory_;
   std::unique_ptr<ic::Transport> transport_;
+  host::HostTopology host_topology_;
+  host::PlacementPlan placement_;
+  std::unique_ptr<mem::HostMemory> host_memory_;
+  std::mutex dispatch_mu_;  // guards the lazy start of dispatch_
+  std::unique_ptr<host::DispatchThreadPool> dispatch_;
   Trace* trace_ = nullptr;
 };
 

@@ -21,6 +21,29 @@ void run_function(void* ctx) { (*static_cast<std::function<void()>*>(ctx))(); }
 
 }  // namespace
 
+const char* stream_kind_name(StreamKind kind) {
+  switch (kind) {
+    case StreamKind::kCompute: return "compute";
+    case StreamKind::kCopy: return "copy";
+    case StreamKind::kFabric: return "fabric";
+  }
+  return "?";
+}
+
+StatusOr<std::unique_ptr<Stream>> Stream::create(Runtime& runtime, dev::NpuId npu,
+                                                 StreamKind kind) {
+  if (kind == StreamKind::kCompute) return create(runtime, npu, 0u);
+  const dev::Topology& t = runtime.topology();
+  if (npu >= t.num_npus())
+    return make_error(StatusCode::kOutOfRange, "%s stream on NPU %u: the supernode has %u NPUs",
+                      stream_kind_name(kind), npu, t.num_npus());
+  const dev::EngineKind engine =
+      kind == StreamKind::kCopy ? dev::EngineKind::kHostCopy : dev::EngineKind::kFabric;
+  dev::QueueId queue;
+  MOE_TRY(runtime.driver().queue_create(npu, 0, engine, runtime.options().stream_depth, &queue));
+  return std::unique_ptr<Stream>(new Stream(runtime, npu, 0, kind, queue));
+}
+
 StatusOr<std::unique_ptr<Stream>> Stream::create(Runtime& runtime, dev::NpuId npu, uint32_t die) {
   const dev::Topology& t = runtime.topology();
   if (npu >= t.num_npus())
@@ -32,12 +55,15 @@ StatusOr<std::unique_ptr<Stream>> Stream::create(Runtime& runtime, dev::NpuId np
   dev::QueueId queue;
   MOE_TRY(runtime.driver().queue_create(npu, die, dev::EngineKind::kCompute,
                                         runtime.options().stream_depth, &queue));
-  return std::unique_ptr<Stream>(new Stream(runtime, npu, die, queue));
+  return std::unique_ptr<Stream>(new Stream(runtime, npu, die, StreamKind::kCompute, queue));
 }
 
-Stream::Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, dev::QueueId queue)
-    : runtime_(runtime), driver_(runtime.driver()), npu_(npu), die_(die), queue_(queue),
-      depth_(runtime.options().stream_depth), lane_("compute die " + std::to_string(die)) {}
+Stream::Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, StreamKind kind,
+               dev::QueueId queue)
+    : runtime_(runtime), driver_(runtime.driver()), npu_(npu), die_(die), kind_(kind),
+      queue_(queue), depth_(runtime.options().stream_depth),
+      lane_(kind == StreamKind::kCompute ? "compute die " + std::to_string(die)
+                                         : std::string(stream_kind_name(kind)) + " engine") {}
 
 Stream::~Stream() {
   (void)driver_.queue_destroy(queue_);
@@ -60,7 +86,15 @@ Status Stream::describe(const Kernel& kernel, dev::WorkDescriptor* out) {
   return Status();
 }
 
+Status Stream::require_kind(StreamKind kind, const char* what) const {
+  if (kind_ == kind) return Status();
+  return make_error(StatusCode::kFailedPrecondition,
+                    "%s on the %s stream of NPU %u: needs a %s stream", what,
+                    stream_kind_name(kind_), npu_, stream_kind_name(kind));
+}
+
 Status Stream::launch(const Kernel& kernel) {
+  MOE_TRY(require_kind(StreamKind::kCompute, "launch"));
   if (capture_ != nullptr) return capture_->capture_launch(capture_index_, kernel);
   if (!error_.ok()) return error_;
   dev::WorkDescriptor work;
@@ -133,7 +167,7 @@ Status Stream::poll_some() {
   for (size_t i = 0; i < n; ++i) {
     if (trace != nullptr) {
       std::string_view name = names_.empty() ? std::string_view() : names_[done[i].work_index % depth_];
-      trace->add_device_span(npu_, lane_, name.empty() ? "kernel" : name, done[i].start, done[i].end);
+      trace->add_device_span(npu_, lane_, name.empty() ? stream_kind_name(kind_) : name, done[i].start, done[i].end);
     }
     if (done[i].tag != 0) bodies_[done[i].tag - 1] = nullptr;
     if (done[i].status != StatusCode::kOk && error_.ok())

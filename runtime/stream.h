@@ -1,9 +1,16 @@
-// Streams: ordered work on one NPU die's compute engine.
+// Streams: ordered work on one engine of one NPU.
 //
-// A Stream owns one compute queue of the driver. launch() turns a Kernel into a
-// dev::KernelWork descriptor, submits it and rings the doorbell: the same path in both
-// execution modes (runtime.h); in functional mode the descriptor carries the body, in
-// timing mode it carries only the cost. Work on one stream runs in launch order.
+// A Stream owns one queue of the driver, on one of three engines (StreamKind):
+//  - compute (one per die): launch() turns a Kernel into a dev::KernelWork descriptor,
+//    submits it and rings the doorbell: the same path in both execution modes (runtime.h);
+//    in functional mode the descriptor carries the body, in timing mode only the cost;
+//  - copy (the NPU's host-copy engine): copy_from_host / copy_to_host move bytes between
+//    host memory and this NPU's HBM at global addresses;
+//  - fabric (the NPU's transfer engine): copy() moves bytes between any two global
+//    addresses over the fabric planes, charged by the fabric model.
+// Work on one stream runs in submission order. Copies are split where a global range
+// crosses a page boundary (pages may sit on different NPUs); each piece is one descriptor.
+// In timing mode copies move no payload; their modelled cost is the same.
 //
 // Modelled clock: modelled_time() is when the stream's engine finishes everything launched
 // so far (Driver::engine_time). wait(event) sets a floor (not_before) under every later
@@ -26,6 +33,7 @@
 #include <string_view>
 #include <vector>
 
+#include "memory/global_addr.h"
 #include "runtime/base/clock.h"
 #include "runtime/base/status.h"
 #include "runtime/device/driver.h"
@@ -49,19 +57,41 @@ struct Kernel {
   void* ctx = nullptr;
 };
 
+enum class StreamKind : uint8_t {
+  kCompute = 0,  // one die's matrix and vector cores: launch()
+  kCopy = 1,     // host <-> this NPU's HBM: copy_from_host(), copy_to_host()
+  kFabric = 2,   // global address -> global address over the fabric: copy()
+};
+const char* stream_kind_name(StreamKind kind);
+
 class Stream {
  public:
   // A stream on `npu`'s compute die `die`. kOutOfRange naming the NPU or die; driver errors
   // (kNpuLost). The runtime outlives the stream.
   static StatusOr<std::unique_ptr<Stream>> create(Runtime& runtime, dev::NpuId npu,
                                                   uint32_t die = 0);
+  // A copy or fabric stream of `npu` (kind kCopy or kFabric; kCompute is create()).
+  static StatusOr<std::unique_ptr<Stream>> create(Runtime& runtime, dev::NpuId npu,
+                                                  StreamKind kind);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
   // Launches (or, while capturing, records) one kernel. kInvalidArgument for negative costs
-  // or both body kinds; the stream's sticky error; driver errors.
+  // or both body kinds; kFailedPrecondition on a copy or fabric stream; the stream's sticky
+  // error; driver errors.
   Status launch(const Kernel& kernel);
+
+  // Copies (or, while capturing, records copies). The host buffer belongs to the caller and
+  // must stay valid until synchronize() returns (for a graph: during every replay).
+  // kFailedPrecondition on a stream of another kind; kInvalidArgument naming the address
+  // when part of the global range is not mapped, or (copy streams) lies on another NPU
+  // than the stream's: the host-copy engine of an NPU reaches only its own HBM.
+  Status copy_from_host(mem::GlobalAddr dst, const void* src, uint64_t bytes);
+  Status copy_to_host(void* dst, mem::GlobalAddr src, uint64_t bytes);
+  // Fabric streams: [src, src + bytes) -> [dst, dst + bytes), any NPUs. The ranges must not
+  // overlap.
+  Status copy(mem::GlobalAddr dst, mem::GlobalAddr src, uint64_t bytes);
   // Later launches start no earlier than the event's time. kFailedPrecondition for an
   // event not recorded, or recorded in a capture this stream is not part of.
   Status wait(const Event& event);
@@ -76,13 +106,19 @@ class Stream {
   ModelTime not_before() const { return not_before_; }
   dev::NpuId npu() const { return npu_; }
   uint32_t die() const { return die_; }
+  StreamKind kind() const { return kind_; }
   bool capturing() const { return capture_ != nullptr; }
   uint64_t launched() const { return submitted_; }
 
  private:
   friend class Event;
   friend class Graph;
-  Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, dev::QueueId queue);
+  Stream(Runtime& runtime, dev::NpuId npu, uint32_t die, StreamKind kind, dev::QueueId queue);
+  // Submits one descriptor now, or records it while capturing (the copy paths).
+  Status enqueue(const dev::WorkDescriptor& work, std::string_view name);
+  Status require_kind(StreamKind kind, const char* what) const;
+  // Host copies in both directions (copy_from_host / copy_to_host).
+  Status host_copy(dev::CopyDirection direction, mem::GlobalAddr device, void* host, uint64_t bytes);
   // Submits `count` descriptors and rings once, polling first if the ring lacks room.
   // `names` (count of them, or null) name the work in a trace.
   Status submit(const dev::WorkDescriptor* work, size_t count,
@@ -99,6 +135,7 @@ class Stream {
   dev::Driver& driver_;
   dev::NpuId npu_;
   uint32_t die_;
+  StreamKind kind_;
   dev::QueueId queue_;
   uint32_t depth_;
   ModelTime not_before_{};

@@ -23,6 +23,11 @@
 #include "runtime/host/binding.h"
 
 namespace moe::rt::host {
+namespace {
+thread_local bool t_on_dispatch_thread = false;
+}  // namespace
+
+bool DispatchThreadPool::on_dispatch_thread() { return t_on_dispatch_thread; }
 
 struct DispatchThreadPool::Worker {
   DispatchThreadPlan plan;
@@ -44,6 +49,7 @@ struct DispatchThreadPool::Worker {
     char name[16];
     std::snprintf(name, sizeof(name), "moe-disp-%u", plan.index);
     pthread_setname_np(pthread_self(), name);
+    t_on_dispatch_thread = true;
     Status result = bind ? bind_current_thread(*topology, plan.cpus)
                          : make_error(StatusCode::kUnsupported, "binding not requested");
     {

@@ -62,6 +62,9 @@ class DispatchThreadPool {
   DispatchThreadPool(const DispatchThreadPool&) = delete;
   DispatchThreadPool& operator=(const DispatchThreadPool&) = delete;
 
+  // True on a worker thread of any pool (a task must not wait for its own pool).
+  static bool on_dispatch_thread();
+
   uint32_t num_workers() const { return static_cast<uint32_t>(workers_.size()); }
   // The worker feeding `npu`; kOutOfRange for an NPU the plan does not know.
   StatusOr<uint32_t> worker_of_npu(dev::NpuId npu) const;

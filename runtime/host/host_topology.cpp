@@ -326,13 +326,16 @@ HostTopology::HostTopology(hwloc_topology* topology, std::string source, bool is
     : topology_(topology), summary_(build_summary(topology, std::move(source), is_this_system)) {}
 
 HostTopology::HostTopology(HostTopology&& other) noexcept
-    : topology_(std::exchange(other.topology_, nullptr)), summary_(std::move(other.summary_)) {}
+    : topology_(std::exchange(other.topology_, nullptr)),
+      summary_(std::move(other.summary_)),
+      synthetic_(std::move(other.synthetic_)) {}
 
 HostTopology& HostTopology::operator=(HostTopology&& other) noexcept {
   if (this != &other) {
     if (topology_) hwloc_topology_destroy(topology_);
     topology_ = std::exchange(other.topology_, nullptr);
     summary_ = std::move(other.summary_);
+    synthetic_ = std::move(other.synthetic_);
   }
   return *this;
 }
@@ -412,7 +415,9 @@ StatusOr<HostTopology> HostTopology::from_synthetic(std::string_view description
                       "hwloc could not build the synthetic host '%s': %s", text.c_str(),
                       std::strerror(errno));
   hwloc_topology_t t = h.release();
-  return HostTopology(t, strformat("synthetic \"%s\"", text.c_str()), false);
+  HostTopology topology(t, strformat("synthetic \"%s\"", text.c_str()), false);
+  topology.synthetic_ = text;
+  return topology;
 }
 
 StatusOr<HostTopology> HostTopology::from_xml_file(const std::string& path) {

@@ -118,6 +118,8 @@ class HostTopology {
   bool loaded() const { return topology_ != nullptr; }
   const HostSummary& summary() const { return summary_; }
   bool is_this_system() const { return summary_.is_this_system; }
+  // The description hwloc loaded (PU level added) for a synthetic host; empty otherwise.
+  const std::string& synthetic_description() const { return synthetic_; }
   // Writes the topology as hwloc XML (loadable by from_xml_file and `lstopo -i FILE`).
   // kFailedPrecondition when not loaded; kInvalidArgument when the file cannot be written.
   Status export_xml_file(const std::string& path) const;
@@ -130,6 +132,7 @@ class HostTopology {
 
   hwloc_topology* topology_ = nullptr;
   HostSummary summary_;
+  std::string synthetic_;
 };
 
 }  // namespace moe::rt::host
