@@ -55,9 +55,13 @@ struct KvCacheView {
 };
 
 // A contiguous per-sequence cache owning its memory: one block of `capacity` positions.
-// Movable (the view points into heap storage that moves with it).
+// Move-only (the view points into heap storage that moves with it; a copy would not).
 class ContiguousKvCache {
  public:
+  ContiguousKvCache(const ContiguousKvCache&) = delete;
+  ContiguousKvCache& operator=(const ContiguousKvCache&) = delete;
+  ContiguousKvCache(ContiguousKvCache&&) noexcept = default;
+  ContiguousKvCache& operator=(ContiguousKvCache&&) noexcept = default;
   // kInvalidArgument on a zero size; the storage is zero-filled.
   static StatusOr<ContiguousKvCache> create(KvDtype dtype, uint32_t num_kv_heads,
                                             uint32_t head_dim, uint32_t capacity);

@@ -80,8 +80,13 @@ struct MlaCacheView {
   }
 };
 
+// Move-only, like ContiguousKvCache.
 class ContiguousMlaCache {
  public:
+  ContiguousMlaCache(const ContiguousMlaCache&) = delete;
+  ContiguousMlaCache& operator=(const ContiguousMlaCache&) = delete;
+  ContiguousMlaCache(ContiguousMlaCache&&) noexcept = default;
+  ContiguousMlaCache& operator=(ContiguousMlaCache&&) noexcept = default;
   static StatusOr<ContiguousMlaCache> create(uint32_t kv_lora_rank, uint32_t qk_rope_head_dim,
                                              uint32_t capacity);
   ContiguousMlaCache() = default;

@@ -243,7 +243,7 @@ TEST_CASE("models.kernels: attention decode of many sequences of different lengt
   std::vector<Tokens> toks;
   AttentionScratch scratch;
   for (uint32_t s = 0; s < seqs; ++s) {
-    caches.push_back(*ContiguousKvCache::create(KvDtype::kBf16, 2, 40, 16));
+    caches.push_back(std::move(ContiguousKvCache::create(KvDtype::kBf16, 2, 40, 16)).value());
     toks.push_back(make_tokens(kShape, lengths[s] + 1, 70 + 10 * s));
     std::vector<float> out(size_t{lengths[s]} * 320);
     REQUIRE(attention_prefill(kShape, toks[s].q.data(), toks[s].k.data(), toks[s].v.data(),
