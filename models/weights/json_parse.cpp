@@ -263,12 +263,12 @@ class Parser {
         case 'r': out->push_back('\r'); break;
         case 't': out->push_back('\t'); break;
         case 'u': {
-          uint32_t cp;
+          uint32_t cp = 0;
           MOE_TRY_PARSE(parse_hex4(&cp));
           if (cp >= 0xdc00 && cp <= 0xdfff) return fail("no lone low surrogate");
           if (cp >= 0xd800 && cp <= 0xdbff) {
             if (!literal("\\u")) return fail("a low surrogate after a high one");
-            uint32_t low;
+            uint32_t low = 0;
             MOE_TRY_PARSE(parse_hex4(&low));
             if (low < 0xdc00 || low > 0xdfff) return fail("a low surrogate");
             cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
