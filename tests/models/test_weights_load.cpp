@@ -182,7 +182,8 @@ TEST_CASE("models.weights: a missing, mis-shaped or wrong-dtype tensor is refuse
   // A truncated model file.
   REQUIRE(w.save(path).ok());
   std::vector<uint8_t> bytes = read_all(path);
-  bytes.resize(bytes.size() - 1);
+  REQUIRE(!bytes.empty());
+  bytes.pop_back();
   write_all(path, bytes);
   r = ModelWeights::load(w.config(), path);
   CHECK(r.status().code() == StatusCode::kParseError);
