@@ -1,0 +1,100 @@
+// SwiGLU expert FFNs, grouped over the tokens each expert received.
+//
+// One expert e: h = silu(x W_gate^T) * (x W_up^T); y = h W_down^T, with
+//   W_gate, W_up: [inter][hidden], W_down: [hidden][inter] (PyTorch Linear layout, BF16),
+//   silu(a) = a / (1 + exp(-a)).
+// An ExpertBank holds the prepared weights of a set of experts (a rank's local experts, or
+// all of a layer's): per expert the gate and up matrices fused as one [2 * inter][hidden]
+// product (rows 0..inter-1 gate, inter..2*inter-1 up) and the down matrix, either as FP32
+// working copies of the BF16 values (ExpertPrecision::kBf16) or as W8A8 INT8 weights
+// (kInt8: per-channel weight scales, activations quantised per token before each of the two
+// products; see gemm.h).
+//
+// run_experts() is one batched call over all experts of a bank on a grouped layout, the
+// shape dispatch produces (ic::RankReceive: per local expert its rows, each naming a
+// received slot): expert j processes rows [offsets[j], offsets[j+1]); row i reads input row
+// src_rows[i] of x and writes output row i. For each expert with rows it gathers them,
+// runs the fused gate/up product, the activation and the down product (3 sgemm-sized
+// products per expert, none per row). No weighting: routing weights are applied by the
+// caller (or by combine).
+//
+// Workspace: ExpertWorkspace holds every temporary; it grows to the largest call seen and
+// is reused, so a steady state allocates nothing. One workspace per thread.
+// Thread-safety: a bank is immutable after creation (share it freely); run_experts writes
+// only its workspace and `out`.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "models/kernels/gemm.h"
+#include "runtime/base/status.h"
+
+namespace moe::models {
+
+enum class ExpertPrecision : uint8_t {
+  kBf16 = 0,  // BF16 weights, FP32 activations and accumulation
+  kInt8 = 1,  // W8A8: INT8 weights (per output channel) and activations (per token)
+};
+const char* expert_precision_name(ExpertPrecision p);
+
+// Views of one expert's BF16 weights (not owned; only read during ExpertBank::create).
+struct ExpertWeights {
+  std::span<const uint16_t> gate_bf16;  // inter x hidden
+  std::span<const uint16_t> up_bf16;    // inter x hidden
+  std::span<const uint16_t> down_bf16;  // hidden x inter
+};
+
+class ExpertBank {
+ public:
+  ExpertBank() = default;
+  // Prepares `experts` (bank index = position in the span). kInvalidArgument naming the
+  // expert and the matrix whose size is not the shape's.
+  static StatusOr<ExpertBank> create(uint32_t hidden, uint32_t inter,
+                                     std::span<const ExpertWeights> experts,
+                                     ExpertPrecision precision);
+
+  uint32_t size() const { return static_cast<uint32_t>(gate_up_.size() + gate_up_q_.size()); }
+  uint32_t hidden() const { return hidden_; }
+  uint32_t inter() const { return inter_; }
+  ExpertPrecision precision() const { return precision_; }
+  // FLOPs of `rows` rows through one expert (6 * rows * hidden * inter).
+  double flops(uint64_t rows) const { return 6.0 * double(rows) * hidden_ * inter_; }
+
+ private:
+  friend struct ExpertRunner;
+  uint32_t hidden_ = 0;
+  uint32_t inter_ = 0;
+  ExpertPrecision precision_ = ExpertPrecision::kBf16;
+  std::vector<DenseWeight> gate_up_, down_;  // kBf16
+  std::vector<Int8Weight> gate_up_q_, down_q_;  // kInt8
+};
+
+struct ExpertWorkspace {
+  std::vector<float> gathered;  // rows x hidden
+  std::vector<float> gate_up;   // rows x 2*inter
+  std::vector<float> act;       // rows x inter
+};
+
+// Runs every expert of `bank` on its rows. x: num_x x hidden; offsets: bank.size() + 1
+// non-decreasing values from 0; src_rows: offsets.back() indexes < num_x (empty means
+// "row i reads x row i", which needs num_x >= offsets.back()); out: offsets.back() x hidden.
+// kInvalidArgument (nothing written) for sizes that do not match or an index out of range.
+Status run_experts(const ExpertBank& bank, std::span<const float> x, uint32_t num_x,
+                   std::span<const uint32_t> offsets, std::span<const uint32_t> src_rows,
+                   std::span<float> out, ExpertWorkspace& ws);
+
+// Groups a router's choice by expert (the single-host layout): for num_tokens tokens with
+// top_k ids each (-1: none), offsets (num_experts + 1) and per row the token (src_rows) and
+// its position t * top_k + k (pair). Rows of an expert are in token order. Vectors reused.
+struct ExpertGrouping {
+  std::vector<uint32_t> offsets;
+  std::vector<uint32_t> src_rows;
+  std::vector<uint32_t> pair;
+  std::vector<uint32_t> row_of_pair;  // inverse: row of pair p, or UINT32_MAX for id -1
+};
+Status group_by_expert(std::span<const int32_t> topk_ids, uint32_t num_tokens, uint32_t top_k,
+                       uint32_t num_experts, ExpertGrouping* out);
+
+}  // namespace moe::models
