@@ -14,6 +14,13 @@
 //  ic.dispatch_ep256_wall_ms (wall clock): host time of one EP 256 dispatch + combine in
 //    timing mode; baseline: the same with EP 8 (ratio: how host cost grows with 32x ranks).
 //  quick (--quick): EP 8, 64 and 256 only.
+//  ic.dispatch_combine_384_b{1,16}_wall_us (wall) and ic.dispatch_combine_384_b{1,16}_us
+//    (modelled): a decode step's dispatch + combine over all 384 NPUs of cm384 (one rank
+//    each), 1 or 16 tokens in the whole step on at most 4 ranks, hidden 256, top-8 of 384
+//    experts + 1 shared expert on every rank, BF16, functional mode; value: the default
+//    completion (kAuto, which picks kBarrier here), median over pairs; baseline:
+//    kPerSourceFlags in the same run; ratio = value / baseline. Check: combined outputs equal
+//    a double-precision reference (BF16 tolerance) and latencies are positive.
 //
 // `moe-bench dispatch --ep N --tokens T --hidden H --topk K --quant int8|bf16 [--json]`
 // runs one configuration and prints it (or one JSON object).
@@ -293,6 +300,7 @@ struct DecodeBenchConfig {
   uint32_t topk = 8;               // of `ranks` routed experts (one per rank)
   uint32_t pairs = 10;             // timed dispatch + combine pairs (median reported)
   uint64_t seed = 77;
+  ic::DispatchCompletion completion = ic::DispatchCompletion::kAuto;
 };
 
 struct DecodeBenchResult {
@@ -344,6 +352,7 @@ DecodeBenchResult run_decode_bench(const DecodeBenchConfig& c) {
   bc.dispatch_format = ic::TokenFormat::kBf16;
   bc.combine_format = ic::TokenFormat::kBf16;
   bc.mode = ic::Mode::kFunctional;
+  bc.completion = c.completion;
   auto layout = ic::compute_moe_buffer_layout(bc);
   if (!layout.ok()) return fail(layout.status().to_string());
   mem::MemConfig mc = mem::MemConfig::from_options();
@@ -576,7 +585,9 @@ MOE_BENCHMARK(ic_dispatch) {
 
 namespace {
 
-// Decode-sized steps: 1 and 16 tokens in the whole step over all 384 NPUs of cm384.
+// Decode-sized steps: 1 and 16 tokens in the whole step over all 384 NPUs of cm384. Value:
+// the buffer's default completion (kAuto: kBarrier here); baseline: kPerSourceFlags (every
+// source flags every destination) in the same run; ratio = value / baseline.
 MOE_BENCHMARK(ic_dispatch_decode_384) {
   using namespace moe;
   for (uint32_t total : {1u, 16u}) {
@@ -584,27 +595,43 @@ MOE_BENCHMARK(ic_dispatch_decode_384) {
     c.total_tokens = total;
     if (ctx.quick) c.pairs = 3;
     const bench::DecodeBenchResult r = bench::run_decode_bench(c);
-    if (!r.error.empty()) std::fprintf(stderr, "ic.dispatch_combine_384_b%u: %s\n", total, r.error.c_str());
+    bench::DecodeBenchConfig f = c;
+    f.completion = ic::DispatchCompletion::kPerSourceFlags;
+    f.pairs = ctx.quick ? 1 : 3;  // R^2 flags: slow on the host
+    const bench::DecodeBenchResult rf = bench::run_decode_bench(f);
+    for (const auto* x : {&r, &rf})
+      if (!x->error.empty())
+        std::fprintf(stderr, "ic.dispatch_combine_384_b%u: %s\n", total, x->error.c_str());
     std::fprintf(stderr,
-                 "ic.dispatch_combine_384_b%u: wall dispatch %.0f us + combine %.0f us; "
-                 "modelled dispatch %.2f us + combine %.2f us\n",
-                 total, r.dispatch_wall_us, r.combine_wall_us, r.dispatch_us, r.combine_us);
+                 "ic.dispatch_combine_384_b%u: auto: wall dispatch %.0f us + combine %.0f us, "
+                 "modelled dispatch %.2f us + combine %.2f us; per-source flags: wall %.0f us + "
+                 "%.0f us, modelled %.2f us + %.2f us\n",
+                 total, r.dispatch_wall_us, r.combine_wall_us, r.dispatch_us, r.combine_us,
+                 rf.dispatch_wall_us, rf.combine_wall_us, rf.dispatch_us, rf.combine_us);
     bench::Record w;
     w.name = strformat("ic.dispatch_combine_384_b%u_wall_us", total);
     w.value = r.wall_us;
     w.unit = "us";
+    w.baseline = rf.wall_us;
+    w.ratio = rf.wall_us > 0 ? r.wall_us / rf.wall_us : 0;
     w.clock = "wall";
-    w.ok = r.ok;
-    w.note = "median host time of one dispatch + combine pair, cm384, 384 ranks, hidden 256, "
-             "top-8 of 384 + 1 shared, BF16, functional";
+    w.ok = r.ok && rf.ok;
+    w.note = strformat(
+        "median host time of one dispatch + combine, cm384, 384 ranks, %u token(s) in the "
+        "step, hidden 256, top-8 of 384 + 1 shared, BF16, functional; baseline: per-source "
+        "flags; ratio: new/old",
+        total);
     ctx.record(w);
     bench::Record m;
     m.name = strformat("ic.dispatch_combine_384_b%u_us", total);
     m.value = r.dispatch_us + r.combine_us;
     m.unit = "us";
+    m.baseline = rf.dispatch_us + rf.combine_us;
+    m.ratio = m.baseline > 0 ? m.value / m.baseline : 0;
     m.clock = "modelled";
-    m.ok = r.ok;
-    m.note = "modelled latency of dispatch + combine of the same";
+    m.ok = r.ok && rf.ok;
+    m.note = "modelled latency of dispatch + combine of the same; baseline: per-source flags; "
+             "ratio: new/old";
     ctx.record(m);
   }
 }
