@@ -214,7 +214,7 @@ void MoeBuffer::advance_all(ModelTime t) {
 
 ModelTime MoeBuffer::group_now() const {
   ModelTime t;
-  for (uint32_t r = 0; r < layout_.num_ranks; ++r) t = max(t, rank_now(r));
+  for (uint32_t r = 0; r < layout_.num_ranks; ++r) t = max(t, endpoints_[r][0]->now());
   return t;
 }
 

@@ -182,7 +182,11 @@ class MoeBuffer {
   ModelTime rank_now(uint32_t rank) const;
   // Moves every context of the rank to t if later.
   void advance_rank(uint32_t rank, ModelTime t);
-  // The latest clock over every rank.
+  // The latest clock over every rank: the latest clock of every rank's context 0. Dispatch
+  // and combine leave each rank's context 0 at or after its other contexts (so this is
+  // every context's latest) while reading R words instead of R * issue_contexts scattered
+  // ones; a caller that adds a dependency does it through advance_rank, advance_all or
+  // context 0.
   ModelTime group_now() const;
   // Moves every context of every rank to t if later. A new buffer's contexts start at
   // modelled time 0: a caller on a machine that already ran advances them to its own clock

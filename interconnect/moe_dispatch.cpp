@@ -455,7 +455,8 @@ Status check_runs_against_sources(const DispatchHandle& h, uint32_t d) {
                         "moe_dispatch: rank %u: the run of rank %u holds %u slots for combine "
                         "row %u; the source sent %u slots from row %u",
                         d, run.src_rank, run.num_slots, run.home_row,
-                        sent != nullptr ? sent->num_slots : 0, sent != nullptr ? sent->row_base : 0);
+                        sent != nullptr ? sent->num_slots : 0,
+                        sent != nullptr ? sent->row_base : 0);
   }
   return ok_status();
 }
@@ -523,7 +524,8 @@ namespace {
 // barrier group through context 0 of its first rank, at the latest clock of its ranks; when
 // every NPU has entered, context 0 of every rank leaves at the release. Failures are
 // recorded in the buffer.
-Status enter_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources) {
+Status enter_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources,
+                     const std::vector<std::vector<uint32_t>>& order) {
   const uint32_t R = b.num_ranks();
   const uint32_t W = b.issue_contexts();
   const uint32_t per_npu = b.config().ranks_per_npu;
@@ -533,7 +535,7 @@ Status enter_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources) {
   std::vector<uint8_t> is_source(R, 0);
   for (uint32_t s : sources) {
     is_source[s] = 1;
-    for (uint32_t w = 0; w < W; ++w) {
+    for (uint32_t w = 0; w < W && w < order[s].size(); ++w) {  // the contexts that issued
       Status q = b.endpoint(s, w).quiet();
       if (!q.ok()) return DispatchEngine::fail(b, q.with_context(strformat("rank %u", s)));
     }
@@ -542,7 +544,11 @@ Status enter_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources) {
     Endpoint& ep = b.endpoint(i * per_npu, 0);
     for (uint32_t k = 0; k < per_npu; ++k) {
       const uint32_t r = i * per_npu + k;
-      ep.advance_to(is_source[r] ? b.rank_now(r) : b.endpoint(r, 0).now());
+      ep.advance_to(b.endpoint(r, 0).now());
+      if (is_source[r]) {
+        for (uint32_t w = 1; w < W && w < order[r].size(); ++w)
+          ep.advance_to(b.endpoint(r, w).now());
+      }
     }
     Status a = ep.barrier_arrive(*group);
     if (!a.ok())
@@ -556,6 +562,11 @@ Status enter_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources) {
       return DispatchEngine::fail(b, w.with_context(strformat("rank %u leaving the barrier",
                                                                i * per_npu)));
     for (uint32_t k = 1; k < per_npu; ++k) b.endpoint(i * per_npu + k, 0).advance_to(ep.now());
+  }
+  // Context 0 holds each source's latest clock (MoeBuffer::group_now reads context 0).
+  for (uint32_t s : sources) {
+    for (uint32_t w = 1; w < W && w < order[s].size(); ++w)
+      b.endpoint(s, 0).advance_to(b.endpoint(s, w).now());
   }
   return ok_status();
 }
@@ -726,7 +737,7 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
   if (barrier) {
     // 3b. Every source's puts are visible (quiet), then the group barrier: once it
     //     returns, every reservation and every run on every rank is in place.
-    MOE_TRY(enter_barrier(b, sources).with_context("moe_dispatch"));
+    MOE_TRY(enter_barrier(b, sources, order).with_context("moe_dispatch"));
   } else {
     // 3b. The flags, each after its run's data (the transport orders a signal after the
     //     endpoint's earlier puts to that NPU), in the order the runs went out.

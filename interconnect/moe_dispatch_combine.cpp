@@ -198,7 +198,13 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
   for (uint32_t s = 0; s < R; ++s) {
     const RankSend& rs = handle.send[s];
     if (rs.num_tokens == 0) {
-      st.rank_end_ns[s] = handle.recv[s].num_slots > 0 ? b.rank_now(s).ns : t1.ns;
+      if (handle.recv[s].num_slots == 0) {
+        st.rank_end_ns[s] = t1.ns;
+      } else {
+        const ModelTime end = b.rank_now(s);
+        b.endpoint(s, 0).advance_to(end);  // context 0 holds the rank's latest clock
+        st.rank_end_ns[s] = end.ns;
+      }
       continue;
     }
     Endpoint& ep = b.endpoint(s, 0);

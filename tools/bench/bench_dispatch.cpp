@@ -428,7 +428,8 @@ DecodeBenchResult run_decode_bench(const DecodeBenchConfig& c) {
       expert_out[r].assign(uint64_t{rr.num_rows()} * c.hidden, 0.0f);
       for (uint32_t j = 0; j + 1 < rr.expert_offsets.size(); ++j) {
         if (rr.expert_offsets[j + 1] == rr.expert_offsets[j]) continue;
-        if (Status s = ic::read_expert_rows(b, *h, r, j, &rows); !s.ok()) return fail(s.to_string());
+        if (Status s = ic::read_expert_rows(b, *h, r, j, &rows); !s.ok())
+          return fail(s.to_string());
         const float a = decode_expert_scale(rr.experts[j]);
         float* o = expert_out[r].data() + uint64_t{rr.expert_offsets[j]} * c.hidden;
         for (size_t i = 0; i < rows.size(); ++i) o[i] = a * rows[i];
