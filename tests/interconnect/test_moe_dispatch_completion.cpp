@@ -306,3 +306,24 @@ TEST_CASE(
     CHECK(t.handle.stats.latency_ns > 0);
   }
 }
+
+TEST_CASE("ic.moe_dispatch.completion: an NPU lost fails a barrier-mode dispatch with kNpuLost") {
+  Machine m("n8");
+  ic::MoeBufferConfig c = config(2, 32, 2, 0, ic::TokenFormat::kInt8, Completion::kBarrier);
+  c.wait_timeout_wall_ns = 2'000'000'000;
+  auto b = m.buffer(c, 8);
+  const ic::ExpertMap map = ic::ExpertMap::uniform(8, 8);
+  const Workload w = sparse(make_workload(8, 2, 32, 2, 8, 3, true), {1, 6});
+  REQUIRE(ic::moe_dispatch(*b, map, w.inputs(), 2).ok());
+  dev::FaultSpec f;
+  f.kind = dev::FaultKind::kNpuLost;
+  f.target = 5;
+  dev::FaultId id = 0;
+  REQUIRE(m.driver->fault_inject(f, &id).ok());
+  auto lost = ic::moe_dispatch(*b, map, w.inputs(), 2);
+  REQUIRE_FALSE(lost.ok());
+  CHECK_MESSAGE(lost.status().code() == StatusCode::kNpuLost,  // not a barrier timeout
+                lost.status().to_string());
+  CHECK(b->failure().code() == StatusCode::kNpuLost);
+  CHECK(ic::moe_dispatch(*b, map, w.inputs(), 2).status().code() == StatusCode::kNpuLost);
+}
