@@ -35,7 +35,8 @@
 // (only the control words), so they commit no host memory.
 //
 // Completion (MoeBufferConfig::completion, resolved into MoeBufferLayout::completion): with
-// kBarrier, create() also makes a transport barrier group over the NPUs (2 fabric words each).
+// kBarrier, create() also makes a transport barrier group over the NPUs (2 fabric words each);
+// the dispatch flags then go unused (the words stay in the layout, so both modes share it).
 //
 // Signal words: the transport remembers the modelled visibility time of 2R^2 + R words for
 // one buffer (the flags and counters): IC_SIGNAL_TABLE_WORDS should exceed that (create()
