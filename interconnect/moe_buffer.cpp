@@ -28,6 +28,27 @@ std::atomic<uint64_t> g_next_buffer_id{1};
 
 }  // namespace
 
+const char* dispatch_completion_name(DispatchCompletion c) {
+  switch (c) {
+    case DispatchCompletion::kAuto:
+      return "auto";
+    case DispatchCompletion::kPerSourceFlags:
+      return "per-source-flags";
+    case DispatchCompletion::kBarrier:
+      return "barrier";
+  }
+  return "unknown";
+}
+
+DispatchCompletion resolve_dispatch_completion(DispatchCompletion asked, uint32_t num_ranks,
+                                               uint32_t max_tokens_per_rank,
+                                               uint32_t max_dests_per_token) {
+  if (asked != DispatchCompletion::kAuto) return asked;
+  return uint64_t{max_tokens_per_rank} * max_dests_per_token < num_ranks
+             ? DispatchCompletion::kBarrier
+             : DispatchCompletion::kPerSourceFlags;
+}
+
 StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
   if (c.npus.empty()) return make_error(StatusCode::kInvalidArgument, "moe buffer: npus is empty");
   if (c.ranks_per_npu == 0)
@@ -53,6 +74,11 @@ StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
   if (c.mode != Mode::kFunctional && c.mode != Mode::kTiming)
     return make_error(StatusCode::kInvalidArgument, "moe buffer: unknown mode %u",
                       static_cast<unsigned>(c.mode));
+  if (c.completion != DispatchCompletion::kAuto &&
+      c.completion != DispatchCompletion::kPerSourceFlags &&
+      c.completion != DispatchCompletion::kBarrier)
+    return make_error(StatusCode::kInvalidArgument, "moe buffer: unknown completion %u",
+                      static_cast<unsigned>(c.completion));
   MoeBufferLayout l;
   l.num_ranks = static_cast<uint32_t>(ranks);
   l.max_tokens_per_rank = c.max_tokens_per_rank;
@@ -73,6 +99,8 @@ StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
   l.combine_recv_offset = round_up(l.combine_send_offset + l.recv_slots * l.combine_row_bytes, 64);
   l.rank_bytes = round_up(l.combine_recv_offset + l.send_slots * l.combine_row_bytes, 64);
   l.signal_words = 2 * uint64_t{l.num_ranks} * l.num_ranks + l.num_ranks;
+  l.completion = resolve_dispatch_completion(c.completion, l.num_ranks, c.max_tokens_per_rank,
+                                             l.max_dests_per_token);
   return l;
 }
 
@@ -145,6 +173,9 @@ StatusOr<std::unique_ptr<MoeBuffer>> MoeBuffer::create(Transport& transport,
       b->endpoints_[r].push_back(std::move(ep));
     }
   }
+  if (layout.completion == DispatchCompletion::kBarrier) {
+    MOE_TRY_ASSIGN(b->group_, transport.create_group(config.npus));
+  }
   if (config.mode == Mode::kTiming) b->shadow_headers_.resize(layout.num_ranks);
   return b;
 }
@@ -156,6 +187,7 @@ MoeBuffer::~MoeBuffer() {
       if (!s.ok()) MOE_WARN("moe buffer: endpoint of npu %u: %s", ep->npu(), s.to_string().c_str());
     }
   endpoints_.clear();
+  group_.reset();
   if (allocation_.valid()) {
     Status s = memory_.free(allocation_);
     if (!s.ok()) MOE_WARN("moe buffer: freeing the region: %s", s.to_string().c_str());
@@ -182,7 +214,7 @@ void MoeBuffer::advance_all(ModelTime t) {
 
 ModelTime MoeBuffer::group_now() const {
   ModelTime t;
-  for (uint32_t r = 0; r < layout_.num_ranks; ++r) t = max(t, rank_now(r));
+  for (uint32_t r = 0; r < layout_.num_ranks; ++r) t = max(t, endpoints_[r][0]->now());
   return t;
 }
 

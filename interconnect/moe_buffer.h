@@ -34,6 +34,10 @@
 // about 1.02 GB per rank of global address space. Timing-mode buffers are never touched
 // (only the control words), so they commit no host memory.
 //
+// Completion (MoeBufferConfig::completion, resolved into MoeBufferLayout::completion): with
+// kBarrier, create() also makes a transport barrier group over the NPUs (2 fabric words each);
+// the dispatch flags then go unused (the words stay in the layout, so both modes share it).
+//
 // Signal words: the transport remembers the modelled visibility time of 2R^2 + R words for
 // one buffer (the flags and counters): IC_SIGNAL_TABLE_WORDS should exceed that (create()
 // warns when it does not; waits on unrecorded words keep the waiter's clock, so modelled
@@ -54,6 +58,15 @@
 
 namespace moe::ic {
 
+// How a dispatch's destinations learn that every run sent to them has landed (the trade-off
+// is in moe_dispatch.h, "Completion").
+enum class DispatchCompletion : uint8_t {
+  kAuto = 0,            // chosen from the static config (see resolve_dispatch_completion)
+  kPerSourceFlags = 1,  // every source signals every destination, n = 0 included (R^2 flags)
+  kBarrier = 2,         // sources signal nothing; quiet, then one barrier over the group
+};
+const char* dispatch_completion_name(DispatchCompletion c);
+
 struct MoeBufferConfig {
   std::vector<dev::NpuId> npus;  // the group's NPUs (distinct), rank order
   uint32_t ranks_per_npu = 1;    // 1: one rank per NPU; up to dies_per_npu: one per die
@@ -71,6 +84,8 @@ struct MoeBufferConfig {
   // kernel would occupy (a 910C die has 48); on cm384 EP 256 gains nothing beyond it.
   uint32_t issue_contexts = 32;
   int64_t wait_timeout_wall_ns = -1;  // wait_until limit; < 0: IC_WAIT_TIMEOUT_MS
+  // kAuto resolves from static fields only, so every rank picks the same without talking.
+  DispatchCompletion completion = DispatchCompletion::kAuto;
 };
 
 // The sizing formula's result (see the header note). Bytes.
@@ -93,7 +108,15 @@ struct MoeBufferLayout {
   uint64_t combine_recv_offset = 0;
   uint64_t rank_bytes = 0;
   uint64_t signal_words = 0;  // 2R^2 + R over the group
+  DispatchCompletion completion = DispatchCompletion::kPerSourceFlags;  // resolved, never kAuto
 };
+
+// kAuto's rule: kBarrier when one source can reach fewer (token, rank) pairs than there are
+// ranks (max_tokens_per_rank * D < R: most of a source's flags would announce nothing, as in
+// decode), else kPerSourceFlags. An explicit choice is returned unchanged.
+DispatchCompletion resolve_dispatch_completion(DispatchCompletion asked, uint32_t num_ranks,
+                                               uint32_t max_tokens_per_rank,
+                                               uint32_t max_dests_per_token);
 
 // The layout for a config (the formula), or kInvalidArgument naming a bad field. Does not
 // look at the NPUs beyond their count.
@@ -118,6 +141,10 @@ class MoeBuffer {
   const MoeBufferLayout& layout() const { return layout_; }
   uint32_t num_ranks() const { return layout_.num_ranks; }
   uint32_t issue_contexts() const { return contexts_; }
+  DispatchCompletion completion() const { return layout_.completion; }
+  // kBarrier: the barrier group over the buffer's distinct NPUs (member i is npus[i]); the
+  // endpoint that enters it for NPU i is endpoint(i * ranks_per_npu, 0). Null otherwise.
+  Group* barrier_group() const { return group_.get(); }
   Mode mode() const { return config_.mode; }
   dev::NpuId npu_of(uint32_t rank) const { return config_.npus[rank / config_.ranks_per_npu]; }
   uint32_t die_of(uint32_t rank) const { return rank % config_.ranks_per_npu; }
@@ -156,7 +183,11 @@ class MoeBuffer {
   ModelTime rank_now(uint32_t rank) const;
   // Moves every context of the rank to t if later.
   void advance_rank(uint32_t rank, ModelTime t);
-  // The latest clock over every rank.
+  // The latest clock over every rank: the latest clock of every rank's context 0. Dispatch
+  // and combine leave each rank's context 0 at or after its other contexts (so this is
+  // every context's latest) while reading R words instead of R * issue_contexts scattered
+  // ones; a caller that adds a dependency does it through advance_rank, advance_all or
+  // context 0.
   ModelTime group_now() const;
   // Moves every context of every rank to t if later. A new buffer's contexts start at
   // modelled time 0: a caller on a machine that already ran advances them to its own clock
@@ -183,6 +214,7 @@ class MoeBuffer {
   mem::Allocation allocation_;
   std::vector<GlobalAddr> rank_base_;
   std::vector<std::vector<std::unique_ptr<Endpoint>>> endpoints_;  // [rank][context]
+  std::unique_ptr<Group> group_;  // kBarrier completion only
   Status failure_;
   // Protocol state (moe_dispatch.cpp).
   uint32_t epoch_ = 0;        // dispatches done; the current handle's epoch

@@ -16,8 +16,16 @@
 //    rotated list (src + i) mod R, i = context, context + W, ..., so sources start on
 //    different destinations instead of all hitting rank 0 first. Each put is flushed at
 //    once (fence) rather than left in the transport's coalescing buffer until its signal.
-//  - The flags go out after every put, per rank in estimated landing order
-//    (LandingEstimator, issue_signals).
+//  - kPerSourceFlags: the flags go out after every put, per rank in estimated landing order
+//    (LandingEstimator, issue_signals). kBarrier: no flags; each source's runs are spread
+//    over its contexts (run j on context j mod W), the contexts quiet, every NPU enters the
+//    buffer's barrier group (its die ranks meet first: the NPU enters at the latest of their
+//    clocks), and each destination reads its slot counter, which then holds every
+//    reservation made on it.
+//  - Host work follows the traffic: only sources with tokens are routed and packed, the
+//    send and receive tables are lists of the (source, destination) pairs that carry
+//    tokens, and in kBarrier mode only ranks with slots read headers. What stays O(R) per
+//    call is one pass over the ranks (inputs, counters, clocks, statistics).
 //  - The receiver trusts nothing it reads: every header is checked against the epoch, the
 //    run announced by the source's flag, and the rank's local experts; any mismatch is a
 //    kInternal error naming the slot (the transport promised exactly-once delivery).
@@ -34,6 +42,18 @@
 #include "runtime/base/strformat.h"
 
 namespace moe::ic {
+
+const SourceRun* RankReceive::run_from(uint32_t src) const {
+  for (const SourceRun& r : runs)
+    if (r.src_rank == src) return &r;
+  return nullptr;
+}
+
+const DestRun* RankSend::run_to(uint32_t dst) const {
+  auto it = std::lower_bound(dests.begin(), dests.end(), dst,
+                             [](const DestRun& r, uint32_t d) { return r.dst_rank < d; });
+  return it != dests.end() && it->dst_rank == dst ? &*it : nullptr;
+}
 
 double local_pass_ns(const MoeBuffer& buffer, double bytes) {
   const double gbps = buffer.topology().hbm.bandwidth_gbps / buffer.config().ranks_per_npu;
@@ -64,15 +84,12 @@ namespace {
 
 using Engine = DispatchEngine;
 
-// The map resolved for one call: local indexes and each source's shared-expert candidates.
+// The map resolved for one call: each rank's local experts and each replica's local index.
+// Linear in the replicas (no per-rank search of the map).
 struct ResolvedMap {
   std::vector<std::vector<LocalExpert>> locals;     // [rank]
   std::vector<std::vector<uint16_t>> routed_local;  // [expert][replica]: local index
-  struct Candidate {
-    uint32_t rank;
-    uint16_t local;
-  };
-  std::vector<std::vector<std::vector<Candidate>>> shared;  // [src][shared]: nearest class
+  std::vector<std::vector<uint16_t>> shared_local;  // [shared][replica]: local index
 };
 
 Status resolve_map(const MoeBuffer& b, const ExpertMap& map, ResolvedMap* out) {
@@ -87,49 +104,31 @@ Status resolve_map(const MoeBuffer& b, const ExpertMap& map, ResolvedMap* out) {
                       "moe_dispatch: the map has %u shared experts, the buffer was sized for %u "
                       "(MoeBufferConfig::max_shared_experts)",
                       map.num_shared(), b.config().max_shared_experts);
-  out->locals.resize(R);
-  out->routed_local.assign(map.num_experts(), {});
-  for (uint32_t e = 0; e < map.num_experts(); ++e)
-    out->routed_local[e].assign(map.replicas(e).size(), 0);
-  std::vector<std::vector<uint16_t>> shared_local(map.num_shared());
-  for (uint32_t j = 0; j < map.num_shared(); ++j)
-    shared_local[j].assign(map.shared_replicas(j).size(), 0);
-  for (uint32_t r = 0; r < R; ++r) {
-    out->locals[r] = map.local_experts(r);
-    if (out->locals[r].size() > 0xffff)
+  out->locals.assign(R, {});
+  // Local indexes: routed replicas by expert id, then shared ones by shared index (the
+  // order of ExpertMap::local_experts).
+  auto place = [&](uint32_t r, LocalExpert le, uint16_t* index) -> Status {
+    std::vector<LocalExpert>& l = out->locals[r];
+    if (l.size() >= 0xffff)
       return make_error(StatusCode::kInvalidArgument,
-                        "moe_dispatch: rank %u holds %zu experts (at most 65535)", r,
-                        out->locals[r].size());
-    for (size_t j = 0; j < out->locals[r].size(); ++j) {
-      const LocalExpert& le = out->locals[r][j];
-      const std::vector<uint32_t>& reps =
-          le.shared ? map.shared_replicas(le.expert) : map.replicas(le.expert);
-      const size_t i = std::find(reps.begin(), reps.end(), r) - reps.begin();
-      (le.shared ? shared_local[le.expert] : out->routed_local[le.expert])[i] =
-          static_cast<uint16_t>(j);
-    }
+                        "moe_dispatch: rank %u holds more than 65535 experts", r);
+    *index = static_cast<uint16_t>(l.size());
+    l.push_back(le);
+    return ok_status();
+  };
+  out->routed_local.assign(map.num_experts(), {});
+  for (uint32_t e = 0; e < map.num_experts(); ++e) {
+    const std::vector<uint32_t>& reps = map.replicas(e);
+    out->routed_local[e].assign(reps.size(), 0);
+    for (size_t i = 0; i < reps.size(); ++i)
+      MOE_TRY(place(reps[i], {false, e}, &out->routed_local[e][i]));
   }
-  out->shared.assign(R, std::vector<std::vector<ResolvedMap::Candidate>>(map.num_shared()));
-  for (uint32_t s = 0; s < R; ++s) {
-    for (uint32_t j = 0; j < map.num_shared(); ++j) {
-      const std::vector<uint32_t>& reps = map.shared_replicas(j);
-      // Nearest class first: own rank, own NPU, own node, anywhere.
-      auto same_class = [&](uint32_t r, int cls) {
-        switch (cls) {
-          case 0:
-            return r == s;
-          case 1:
-            return b.npu_of(r) == b.npu_of(s);
-          case 2:
-            return b.node_of(r) == b.node_of(s);
-          default:
-            return true;
-        }
-      };
-      for (int cls = 0; cls < 4 && out->shared[s][j].empty(); ++cls)
-        for (size_t i = 0; i < reps.size(); ++i)
-          if (same_class(reps[i], cls)) out->shared[s][j].push_back({reps[i], shared_local[j][i]});
-    }
+  out->shared_local.assign(map.num_shared(), {});
+  for (uint32_t j = 0; j < map.num_shared(); ++j) {
+    const std::vector<uint32_t>& reps = map.shared_replicas(j);
+    out->shared_local[j].assign(reps.size(), 0);
+    for (size_t i = 0; i < reps.size(); ++i)
+      MOE_TRY(place(reps[i], {true, j}, &out->shared_local[j][i]));
   }
   return ok_status();
 }
@@ -202,26 +201,31 @@ struct Hit {
   float weight = 0;
 };
 
-// One source's routing, packing and send bookkeeping.
+// One source's routing, packing and send bookkeeping. Its dense per-destination scratch
+// (R entries) is allocated once per call and only the touched entries are reset, so a
+// source costs what its tokens cost.
 class SourcePacker {
  public:
   SourcePacker(MoeBuffer& b, const ResolvedMap& rm, const ExpertMap& map, uint32_t topk,
                uint32_t epoch)
-      : b_(b), rm_(rm), map_(map), topk_(topk), epoch_(epoch), l_(b.layout()) {}
+      : b_(b), rm_(rm), map_(map), topk_(topk), epoch_(epoch), l_(b.layout()) {
+    count_.assign(b.num_ranks(), 0);
+    cursor_.assign(b.num_ranks(), 0);
+  }
 
   // Routes and packs rank s's tokens; fills *send; timing mode: *headers gets the packed
   // headers (rows x header_bytes). Functional mode writes the staging in HBM.
   Status pack(uint32_t s, const DispatchInput& in, RankSend* send, std::vector<uint8_t>* headers) {
-    const uint32_t R = b_.num_ranks();
     const uint32_t T = in.num_tokens;
+    resolve_shared(s);
     // Pass 1: hits and distinct destinations per token.
     hits_.clear();
     hit_off_.assign(1, 0);
     dsts_.clear();
     dst_off_.assign(1, 0);
+    touched_.clear();
     send->num_tokens = T;
-    send->count_to.assign(R, 0);
-    send->row_base_to.assign(R, 0);
+    send->dests.clear();
     for (uint32_t t = 0; t < T; ++t) {
       const int32_t* ids = in.topk_ids.data() + uint64_t{t} * topk_;
       const float* w = in.topk_weights.data() + uint64_t{t} * topk_;
@@ -230,26 +234,30 @@ class SourcePacker {
         const uint32_t e = static_cast<uint32_t>(ids[k]);
         const std::vector<uint32_t>& reps = map_.replicas(e);
         const size_t i = (uint64_t{s} + t) % reps.size();
-        add_hit({reps[i], rm_.routed_local[e][i], static_cast<uint16_t>(k), w[k]});
+        hits_.push_back({reps[i], rm_.routed_local[e][i], static_cast<uint16_t>(k), w[k]});
       }
       for (uint32_t j = 0; j < map_.num_shared(); ++j) {
-        const auto& cand = rm_.shared[s][j];
-        const auto& c = cand[(uint64_t{s} + t) % cand.size()];
-        add_hit({c.rank, c.local, static_cast<uint16_t>(topk_ + j), map_.shared_weight(j)});
+        const Candidate& c = shared_[j][(uint64_t{s} + t) % shared_[j].size()];
+        hits_.push_back({c.rank, c.local, static_cast<uint16_t>(topk_ + j), map_.shared_weight(j)});
       }
       hit_off_.push_back(static_cast<uint32_t>(hits_.size()));
       for (uint32_t h = hit_off_[t]; h < hit_off_[t + 1]; ++h) {
         const uint32_t d = hits_[h].dst;
         if (std::find(dsts_.begin() + dst_off_[t], dsts_.end(), d) != dsts_.end()) continue;
         dsts_.push_back(d);
-        ++send->count_to[d];
+        if (count_[d]++ == 0) touched_.push_back(d);
       }
       dst_off_.push_back(static_cast<uint32_t>(dsts_.size()));
     }
+    // Runs in destination order: the send staging (and the combine-receive rows) hold them
+    // in that order.
+    std::sort(touched_.begin(), touched_.end());
     uint32_t rows = 0;
-    for (uint32_t d = 0; d < R; ++d) {
-      send->row_base_to[d] = rows;
-      rows += send->count_to[d];
+    for (uint32_t d : touched_) {
+      send->dests.push_back({d, count_[d], rows});
+      cursor_[d] = rows;
+      rows += count_[d];
+      count_[d] = 0;
     }
     send->num_rows = rows;
     MOE_ASSERT(rows <= l_.send_slots);
@@ -259,7 +267,6 @@ class SourcePacker {
     const uint64_t stride = functional ? l_.slot_bytes : hb;
     std::vector<uint8_t>& out = functional ? staging_ : *headers;
     out.assign(uint64_t{rows} * stride, 0);
-    cursor_.assign(send->row_base_to.begin(), send->row_base_to.end());
     send->token_offsets.assign(1, 0);
     send->token_rows.clear();
     const uint32_t H = b_.config().hidden;
@@ -307,7 +314,35 @@ class SourcePacker {
   }
 
  private:
-  void add_hit(const Hit& h) { hits_.push_back(h); }
+  struct Candidate {
+    uint32_t rank;
+    uint16_t local;
+  };
+
+  // The shared-expert candidates of source s: the replicas of the nearest class (own rank,
+  // own NPU, own node, anywhere).
+  void resolve_shared(uint32_t s) {
+    shared_.resize(map_.num_shared());
+    for (uint32_t j = 0; j < map_.num_shared(); ++j) {
+      const std::vector<uint32_t>& reps = map_.shared_replicas(j);
+      auto same_class = [&](uint32_t r, int cls) {
+        switch (cls) {
+          case 0:
+            return r == s;
+          case 1:
+            return b_.npu_of(r) == b_.npu_of(s);
+          case 2:
+            return b_.node_of(r) == b_.node_of(s);
+          default:
+            return true;
+        }
+      };
+      shared_[j].clear();
+      for (int cls = 0; cls < 4 && shared_[j].empty(); ++cls)
+        for (size_t i = 0; i < reps.size(); ++i)
+          if (same_class(reps[i], cls)) shared_[j].push_back({reps[i], rm_.shared_local[j][i]});
+    }
+  }
 
   MoeBuffer& b_;
   const ResolvedMap& rm_;
@@ -316,35 +351,41 @@ class SourcePacker {
   const uint32_t epoch_;
   const MoeBufferLayout& l_;
   std::vector<Hit> hits_;
-  std::vector<uint32_t> hit_off_, dsts_, dst_off_, cursor_;
+  std::vector<uint32_t> hit_off_, dsts_, dst_off_, touched_;
+  std::vector<uint32_t> count_, cursor_;  // per destination rank (scratch)
+  std::vector<std::vector<Candidate>> shared_;
   std::vector<uint8_t> staging_;
   std::vector<int8_t> quant_;
 };
 
-// Builds rank d's receive layout from its slot headers (total slots, counts per source from
-// the flags).
+// Builds rank d's receive layout from its `total` slot headers: the runs (one contiguous
+// run per source, checked), the slot table and the rows per local expert. `locals` is moved
+// into the layout. `seen` is per-source scratch (R entries, all zero; left zero).
 Status build_receive(const MoeBuffer& b, uint32_t d, uint32_t epoch, uint32_t topk,
-                     uint32_t num_shared, const std::vector<LocalExpert>& locals,
-                     const std::vector<uint32_t>& counts, const uint8_t* headers, RankReceive* out,
-                     std::vector<uint32_t>* run_row_base) {
+                     uint32_t num_shared, std::vector<LocalExpert>&& locals, uint64_t total,
+                     const uint8_t* headers, std::vector<uint8_t>* seen, RankReceive* out) {
   const uint32_t R = b.num_ranks();
   const MoeBufferLayout& l = b.layout();
-  uint64_t total = 0;
-  for (uint32_t c : counts) total += c;
   out->num_slots = static_cast<uint32_t>(total);
   out->slots.resize(total);
-  out->run_first.assign(R, 0);
-  out->run_count.assign(R, 0);
-  out->experts = locals;
-  run_row_base->assign(R, 0);
-  std::vector<uint32_t> per_expert(locals.size() + 1, 0);
+  out->runs.clear();
+  out->experts = std::move(locals);
+  const std::vector<LocalExpert>& le = out->experts;
+  std::vector<uint32_t> per_expert(le.size() + 1, 0);
   auto bad = [&](uint64_t slot, const char* what, uint64_t got, uint64_t want) {
     return make_error(StatusCode::kInternal,
                       "moe_dispatch: rank %u slot %llu: %s is %llu, expected %llu", d,
                       static_cast<unsigned long long>(slot), what,
                       static_cast<unsigned long long>(got), static_cast<unsigned long long>(want));
   };
-  uint32_t prev_src = ~0u;
+  // Clears `seen` on every path out.
+  struct Reset {
+    std::vector<uint8_t>& seen;
+    const std::vector<SourceRun>& runs;
+    ~Reset() {
+      for (const SourceRun& r : runs) seen[r.src_rank] = 0;
+    }
+  } reset{*seen, out->runs};
   SlotHeader prev;
   for (uint64_t i = 0; i < total; ++i) {
     const uint8_t* at = headers + i * l.header_bytes;
@@ -354,15 +395,15 @@ Status build_receive(const MoeBuffer& b, uint32_t d, uint32_t epoch, uint32_t to
     if (h.src_rank >= R) return bad(i, "the source rank", h.src_rank, R - 1);
     if (h.num_hits == 0 || h.num_hits > l.max_hits_per_token)
       return bad(i, "the hit count", h.num_hits, l.max_hits_per_token);
-    if (h.src_rank != prev_src) {
-      if (out->run_count[h.src_rank] != 0)
+    if (out->runs.empty() || h.src_rank != out->runs.back().src_rank) {
+      if ((*seen)[h.src_rank] != 0)
         return make_error(StatusCode::kInternal,
                           "moe_dispatch: rank %u: source %u has two runs of slots (at %u and "
                           "%llu): a token was misplaced",
-                          d, h.src_rank, out->run_first[h.src_rank],
+                          d, h.src_rank, out->run_from(h.src_rank)->first_slot,
                           static_cast<unsigned long long>(i));
-      out->run_first[h.src_rank] = static_cast<uint32_t>(i);
-      (*run_row_base)[h.src_rank] = h.combine_row;
+      (*seen)[h.src_rank] = 1;
+      out->runs.push_back({h.src_rank, static_cast<uint32_t>(i), 0, h.combine_row});
     } else {
       if (h.src_token <= prev.src_token)
         return bad(i, "the source token (tokens of a run ascend)", h.src_token,
@@ -372,28 +413,21 @@ Status build_receive(const MoeBuffer& b, uint32_t d, uint32_t epoch, uint32_t to
     }
     if (h.src_token >= l.max_tokens_per_rank)
       return bad(i, "the source token", h.src_token, l.max_tokens_per_rank - 1);
-    ++out->run_count[h.src_rank];
-    prev_src = h.src_rank;
+    ++out->runs.back().num_slots;
     prev = h;
     out->slots[i] = {h.src_rank, h.src_token, h.scale};
     for (uint32_t x = 0; x < h.num_hits; ++x) {
       uint16_t local = 0, kslot = 0;
       float w = 0;
       load_hit(at, x, &local, &kslot, &w);
-      if (local >= locals.size()) return bad(i, "a hit's local expert", local, locals.size() - 1);
+      if (local >= le.size()) return bad(i, "a hit's local expert", local, le.size() - 1);
       if (kslot >= topk + num_shared)
         return bad(i, "a hit's top-k position", kslot, topk + num_shared - 1);
-      if (locals[local].shared != (kslot >= topk))
-        return bad(i, "a hit's kind (shared)", kslot >= topk, locals[local].shared);
+      if (le[local].shared != (kslot >= topk))
+        return bad(i, "a hit's kind (shared)", kslot >= topk, le[local].shared);
       ++per_expert[local + 1];
     }
   }
-  for (uint32_t s = 0; s < R; ++s)
-    if (out->run_count[s] != counts[s])
-      return make_error(StatusCode::kInternal,
-                        "moe_dispatch: rank %u: source %u announced %u tokens but %u slots "
-                        "carry its header",
-                        d, s, counts[s], out->run_count[s]);
   for (size_t j = 1; j < per_expert.size(); ++j) per_expert[j] += per_expert[j - 1];
   out->expert_offsets = per_expert;
   out->rows.resize(per_expert.back());
@@ -407,6 +441,22 @@ Status build_receive(const MoeBuffer& b, uint32_t d, uint32_t epoch, uint32_t to
       load_hit(at, x, &local, &kslot, &w);
       out->rows[fill[local]++] = {static_cast<uint32_t>(i), kslot, w};
     }
+  }
+  return ok_status();
+}
+
+// Every run on rank d is where its source reserved and staged it (host-side bookkeeping of
+// both ends agrees: a misdelivery or a stale header would show here).
+Status check_runs_against_sources(const DispatchHandle& h, uint32_t d) {
+  for (const SourceRun& run : h.recv[d].runs) {
+    const DestRun* sent = h.send[run.src_rank].run_to(d);
+    if (sent == nullptr || sent->num_slots != run.num_slots || sent->row_base != run.home_row)
+      return make_error(StatusCode::kInternal,
+                        "moe_dispatch: rank %u: the run of rank %u holds %u slots for combine "
+                        "row %u; the source sent %u slots from row %u",
+                        d, run.src_rank, run.num_slots, run.home_row,
+                        sent != nullptr ? sent->num_slots : 0,
+                        sent != nullptr ? sent->row_base : 0);
   }
   return ok_status();
 }
@@ -469,6 +519,58 @@ Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
 
 namespace {
 
+// kBarrier completion, after the sources issued their runs: every context of every source
+// quiets (its puts are visible; its clock moves to their completion); each NPU enters the
+// barrier group through context 0 of its first rank, at the latest clock of its ranks; when
+// every NPU has entered, context 0 of every rank leaves at the release. Failures are
+// recorded in the buffer.
+Status enter_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources,
+                     const std::vector<std::vector<uint32_t>>& order) {
+  const uint32_t R = b.num_ranks();
+  const uint32_t W = b.issue_contexts();
+  const uint32_t per_npu = b.config().ranks_per_npu;
+  const uint32_t npus = R / per_npu;
+  Group* group = b.barrier_group();
+  MOE_ASSERT(group != nullptr);
+  std::vector<uint8_t> is_source(R, 0);
+  for (uint32_t s : sources) {
+    is_source[s] = 1;
+    for (uint32_t w = 0; w < W && w < order[s].size(); ++w) {  // the contexts that issued
+      Status q = b.endpoint(s, w).quiet();
+      if (!q.ok()) return DispatchEngine::fail(b, q.with_context(strformat("rank %u", s)));
+    }
+  }
+  for (uint32_t i = 0; i < npus; ++i) {
+    Endpoint& ep = b.endpoint(i * per_npu, 0);
+    for (uint32_t k = 0; k < per_npu; ++k) {
+      const uint32_t r = i * per_npu + k;
+      ep.advance_to(b.endpoint(r, 0).now());
+      if (is_source[r]) {
+        for (uint32_t w = 1; w < W && w < order[r].size(); ++w)
+          ep.advance_to(b.endpoint(r, w).now());
+      }
+    }
+    Status a = ep.barrier_arrive(*group);
+    if (!a.ok())
+      return DispatchEngine::fail(b, a.with_context(strformat("rank %u entering the barrier",
+                                                               i * per_npu)));
+  }
+  for (uint32_t i = 0; i < npus; ++i) {
+    Endpoint& ep = b.endpoint(i * per_npu, 0);
+    Status w = ep.barrier_wait(*group, b.config().wait_timeout_wall_ns);
+    if (!w.ok())
+      return DispatchEngine::fail(b, w.with_context(strformat("rank %u leaving the barrier",
+                                                               i * per_npu)));
+    for (uint32_t k = 1; k < per_npu; ++k) b.endpoint(i * per_npu + k, 0).advance_to(ep.now());
+  }
+  // Context 0 holds each source's latest clock (MoeBuffer::group_now reads context 0).
+  for (uint32_t s : sources) {
+    for (uint32_t w = 1; w < W && w < order[s].size(); ++w)
+      b.endpoint(s, 0).advance_to(b.endpoint(s, w).now());
+  }
+  return ok_status();
+}
+
 StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
                                        std::span<const DispatchInput> inputs, uint32_t topk) {
   const int64_t wall0 = wall_now_ns();
@@ -481,6 +583,7 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
   const uint32_t W = b.issue_contexts();
   const MoeBufferLayout& l = b.layout();
   const bool functional = b.mode() == Mode::kFunctional;
+  const bool barrier = b.completion() == DispatchCompletion::kBarrier;
   const uint32_t epoch = ++Engine::epoch(b);
   auto failed = [&](Status s) { return Engine::fail(b, std::move(s)); };
 
@@ -500,19 +603,28 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
   st.fabric_bytes_sent.assign(R, 0);
   st.fabric_bytes_received.assign(R, 0);
 
-  // Every rank starts together.
+  // Every rank starts together. kBarrier: a rank without tokens only enters the barrier
+  // and reads its counter, both through context 0; a source's contexts all start at t0.
   const ModelTime t0 = b.group_now();
   st.start_ns = t0.ns;
-  for (uint32_t r = 0; r < R; ++r) b.advance_rank(r, t0);
+  std::vector<uint32_t> sources;  // ranks with tokens
+  for (uint32_t r = 0; r < R; ++r) {
+    if (inputs[r].num_tokens > 0) sources.push_back(r);
+    if (barrier && inputs[r].num_tokens == 0)
+      b.endpoint(r, 0).advance_to(t0);
+    else
+      b.advance_rank(r, t0);
+    handle.send[r].token_offsets.assign(1, 0);
+  }
 
-  // 1-2. Route and pack every source.
+  // 1-2. Route and pack every source that has tokens.
   std::vector<std::vector<uint8_t>> send_headers(functional ? 0 : R);
   auto& shadow = Engine::shadow_headers(b);
   for (auto& sh : shadow) sh.clear();
   {
     SourcePacker packer(b, rm, map, topk, epoch);
     const double read_bytes_per_token = double(b.config().hidden) * 2;
-    for (uint32_t s = 0; s < R; ++s) {
+    for (uint32_t s : sources) {
       Status ps =
           packer.pack(s, inputs[s], &handle.send[s], functional ? nullptr : &send_headers[s]);
       if (!ps.ok()) return failed(std::move(ps));
@@ -522,21 +634,50 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     }
   }
 
-  // 3a. Reserve and put, in modelled-time order over every issuing context. A destination
-  //     that gets nothing gets its flag at once (count 0).
+  // 3a. Reserve and put, in modelled-time order over every issuing context.
+  //     kPerSourceFlags: each source walks every destination (rotated), and a destination
+  //     that gets nothing gets its flag at once (count 0). kBarrier: each source walks only
+  //     its runs (rotated order), run j on context j mod W.
+  std::vector<std::vector<uint32_t>> order(barrier ? R : 0);  // [source]: indexes of dests
   std::priority_queue<ContextTurn, std::vector<ContextTurn>, std::greater<>> turns;
-  for (uint32_t s = 0; s < R; ++s)
-    for (uint32_t w = 0; w < W && w < R; ++w)
-      turns.push({b.endpoint(s, w).now().ns, s, w, w, false, 0});
+  if (barrier) {
+    for (uint32_t s : sources) {
+      const std::vector<DestRun>& dests = handle.send[s].dests;
+      std::vector<uint32_t>& o = order[s];
+      o.resize(dests.size());
+      for (uint32_t i = 0; i < o.size(); ++i) o[i] = i;
+      std::sort(o.begin(), o.end(), [&](uint32_t x, uint32_t y) {
+        return (dests[x].dst_rank + R - s) % R < (dests[y].dst_rank + R - s) % R;
+      });
+      for (uint32_t w = 0; w < W && w < o.size(); ++w)
+        turns.push({b.endpoint(s, w).now().ns, s, w, w, false, 0});
+    }
+  } else {
+    for (uint32_t s = 0; s < R; ++s)
+      for (uint32_t w = 0; w < W && w < R; ++w)
+        turns.push({b.endpoint(s, w).now().ns, s, w, w, false, 0});
+  }
   std::vector<PendingSignal> pending;
   LandingEstimator landing(b);
   while (!turns.empty()) {
     ContextTurn turn = turns.top();
     turns.pop();
     const uint32_t s = turn.rank;
-    const uint32_t d = (s + turn.next) % R;
+    const RankSend& send = handle.send[s];
+    uint32_t d = 0, n = 0, row_base = 0;
+    if (barrier) {
+      const DestRun& run = send.dests[order[s][turn.next]];
+      d = run.dst_rank;
+      n = run.num_slots;
+      row_base = run.row_base;
+    } else {
+      d = (s + turn.next) % R;
+      if (const DestRun* run = send.run_to(d); run != nullptr) {
+        n = run->num_slots;
+        row_base = run->row_base;
+      }
+    }
     Endpoint& ep = b.endpoint(s, turn.context);
-    const uint32_t n = handle.send[s].count_to[d];
     const uint64_t value = (uint64_t{epoch} << 32) | n;
     if (n == 0) {
       Status sig = ep.signal(b.dispatch_flag(d, s), value, SignalOp::kSet);
@@ -563,21 +704,21 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     } else {
       const uint64_t old = turn.reserved;
       const uint64_t bytes = uint64_t{n} * l.slot_bytes;
-      pending.push_back({landing.on_put(s, d, ep.now().ns, bytes), s, turn.context, d, value});
-      Status ps = ep.put(b.recv_slot(d, old), b.send_slot(s, handle.send[s].row_base_to[d]), bytes);
+      if (!barrier)
+        pending.push_back({landing.on_put(s, d, ep.now().ns, bytes), s, turn.context, d, value});
+      Status ps = ep.put(b.recv_slot(d, old), b.send_slot(s, row_base), bytes);
       // Send it now: a small run would otherwise wait in the transport's coalescing buffer
-      // until its signal, and go out behind the signals of earlier runs (fence flushes
-      // without moving the clock; this endpoint puts to each destination once).
+      // until its signal (or the quiet), and go out behind the signals of earlier runs
+      // (fence flushes without moving the clock; this endpoint puts to each destination once).
       if (ps.ok()) ps = ep.fence();
       if (!ps.ok()) return failed(ps.with_context(strformat("moe_dispatch: rank %u to %u", s, d)));
       if (!functional) {
         std::vector<uint8_t>& sh = shadow[d];
         const uint64_t end = (old + n) * l.header_bytes;
         if (sh.size() < end) sh.resize(end);
-        std::memcpy(
-            sh.data() + old * l.header_bytes,
-            send_headers[s].data() + uint64_t{handle.send[s].row_base_to[d]} * l.header_bytes,
-            uint64_t{n} * l.header_bytes);
+        std::memcpy(sh.data() + old * l.header_bytes,
+                    send_headers[s].data() + uint64_t{row_base} * l.header_bytes,
+                    uint64_t{n} * l.header_bytes);
       }
       st.bytes_sent[s] += bytes;
       st.bytes_received[d] += bytes;
@@ -588,49 +729,72 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
     }
     turn.put_due = false;
     turn.next += W;
-    if (turn.next < R) {
+    if (turn.next < (barrier ? order[s].size() : R)) {
       turn.clock_ns = ep.now().ns;
       turns.push(turn);
     }
   }
-  // 3b. The flags, each after its run's data (the transport orders a signal after the
-  //     endpoint's earlier puts to that NPU), in the order the runs went out.
-  MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
-            return b.dispatch_flag(p.dst, p.rank);
-          }).with_context("moe_dispatch"));
-  for (uint32_t s = 0; s < R; ++s)
-    for (uint32_t w = 0; w < W; ++w) {
-      Status f = b.endpoint(s, w).fence();  // delivery errors, without moving the clock
-      if (!f.ok()) return failed(f.with_context(strformat("moe_dispatch: rank %u", s)));
-    }
+  if (barrier) {
+    // 3b. Every source's puts are visible (quiet), then the group barrier: once it
+    //     returns, every reservation and every run on every rank is in place.
+    MOE_TRY(enter_barrier(b, sources, order).with_context("moe_dispatch"));
+  } else {
+    // 3b. The flags, each after its run's data (the transport orders a signal after the
+    //     endpoint's earlier puts to that NPU), in the order the runs went out.
+    MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
+              return b.dispatch_flag(p.dst, p.rank);
+            }).with_context("moe_dispatch"));
+    for (uint32_t s = 0; s < R; ++s)
+      for (uint32_t w = 0; w < W; ++w) {
+        Status f = b.endpoint(s, w).fence();  // delivery errors, without moving the clock
+        if (!f.ok()) return failed(f.with_context(strformat("moe_dispatch: rank %u", s)));
+      }
+  }
 
-  // 4. Every destination waits for its flags, checks its slots and builds its layout.
-  std::vector<uint32_t> counts(R);
+  // 4. Every destination learns its slot count (from its flags, or from its counter after
+  //    the barrier), checks its slots and builds its layout.
+  std::vector<uint32_t> counts(barrier ? 0 : R);
   std::vector<uint8_t> headers;
-  std::vector<uint32_t> run_row_base;
+  std::vector<uint8_t> seen(R, 0);
   for (uint32_t d = 0; d < R; ++d) {
     Endpoint& ep = b.endpoint(d, 0);
     uint64_t total = 0;
-    for (uint32_t s = 0; s < R; ++s) {
-      uint64_t seen = 0;
-      Status ws = ep.wait_until(b.dispatch_flag(d, s), Cmp::kGe, uint64_t{epoch} << 32, &seen);
-      if (!ws.ok())
-        return failed(
-            ws.with_context(strformat("moe_dispatch: rank %u waiting for rank %u", d, s)));
-      if ((seen >> 32) != epoch)
-        return failed(make_error(StatusCode::kInternal,
-                                 "moe_dispatch: rank %u: the flag of rank %u holds epoch %llu, "
-                                 "expected %u",
-                                 d, s, static_cast<unsigned long long>(seen >> 32), epoch));
-      counts[s] = static_cast<uint32_t>(seen & 0xffffffffu);
-      total += counts[s];
+    if (barrier) {
+      // A local read of the counter word (every fetch_add on it completed before the
+      // barrier).
+      Status rs = b.memory().read(b.slot_counter(d), &total, sizeof(total));
+      if (!rs.ok()) return failed(rs.with_context(strformat("moe_dispatch: rank %u", d)));
+    } else {
+      for (uint32_t s = 0; s < R; ++s) {
+        uint64_t seen_value = 0;
+        Status ws =
+            ep.wait_until(b.dispatch_flag(d, s), Cmp::kGe, uint64_t{epoch} << 32, &seen_value);
+        if (!ws.ok())
+          return failed(
+              ws.with_context(strformat("moe_dispatch: rank %u waiting for rank %u", d, s)));
+        if ((seen_value >> 32) != epoch)
+          return failed(make_error(StatusCode::kInternal,
+                                   "moe_dispatch: rank %u: the flag of rank %u holds epoch %llu, "
+                                   "expected %u",
+                                   d, s, static_cast<unsigned long long>(seen_value >> 32), epoch));
+        counts[s] = static_cast<uint32_t>(seen_value & 0xffffffffu);
+        total += counts[s];
+      }
     }
     if (total > l.recv_slots)
       return failed(make_error(StatusCode::kInternal,
-                               "moe_dispatch: rank %u: flags announce %llu tokens, over its %llu "
-                               "slots",
-                               d, static_cast<unsigned long long>(total),
+                               "moe_dispatch: rank %u: %s %llu tokens, over its %llu slots", d,
+                               barrier ? "its counter holds" : "flags announce",
+                               static_cast<unsigned long long>(total),
                                static_cast<unsigned long long>(l.recv_slots)));
+    if (barrier && total == 0) {
+      // Nothing arrived: an empty layout, and the counter is already zero.
+      RankReceive& rr = handle.recv[d];
+      rr.expert_offsets.assign(rm.locals[d].size() + 1, 0);
+      rr.experts = std::move(rm.locals[d]);
+      st.rank_end_ns[d] = ep.now().ns;
+      continue;
+    }
     const uint8_t* hdr = nullptr;
     if (functional) {
       headers.resize(total * l.header_bytes);
@@ -649,23 +813,32 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
                                  shadow[d].size() / l.header_bytes));
       hdr = shadow[d].data();
     }
-    Status bs = build_receive(b, d, epoch, topk, map.num_shared(), rm.locals[d], counts, hdr,
-                              &handle.recv[d], &run_row_base);
+    Status bs = build_receive(b, d, epoch, topk, map.num_shared(), std::move(rm.locals[d]), total,
+                              hdr, &seen, &handle.recv[d]);
     if (!bs.ok()) return failed(std::move(bs));
-    // Run bases must be where the source put the rows it will receive back.
-    for (uint32_t s = 0; s < R; ++s)
-      if (counts[s] > 0 && run_row_base[s] != handle.send[s].row_base_to[d])
-        return failed(make_error(StatusCode::kInternal,
-                                 "moe_dispatch: rank %u: the run of rank %u names combine row %u, "
-                                 "the source placed it at %u",
-                                 d, s, run_row_base[s], handle.send[s].row_base_to[d]));
+    if (!barrier) {
+      // Each source's flag announced exactly its run (the runs cover `total`, the sum of
+      // the announcements, so no announced run is missing either).
+      for (const SourceRun& run : handle.recv[d].runs)
+        if (run.num_slots != counts[run.src_rank])
+          return failed(make_error(StatusCode::kInternal,
+                                   "moe_dispatch: rank %u: source %u announced %u tokens but %u "
+                                   "slots carry its header",
+                                   d, run.src_rank, counts[run.src_rank], run.num_slots));
+    }
+    Status cs = check_runs_against_sources(handle, d);
+    if (!cs.ok()) return failed(std::move(cs));
     // The slots are consumed: the counter starts from zero for the next dispatch.
     Status rs = ep.signal(b.slot_counter(d), 0, SignalOp::kSet);
     if (!rs.ok())
       return failed(rs.with_context(strformat("moe_dispatch: rank %u resetting its counter", d)));
-    const ModelTime end = b.rank_now(d);
-    b.advance_rank(d, end);
-    st.rank_end_ns[d] = end.ns;
+    if (barrier) {
+      st.rank_end_ns[d] = ep.now().ns;
+    } else {
+      const ModelTime end = b.rank_now(d);
+      b.advance_rank(d, end);
+      st.rank_end_ns[d] = end.ns;
+    }
   }
   double last = t0.ns;
   for (double e : st.rank_end_ns) last = std::max(last, e);

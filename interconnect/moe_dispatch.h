@@ -8,20 +8,48 @@
 //      every hit it has there (local expert, top-k position, weight);
 //   2. packing: the source writes its slots into its send staging, one contiguous run per
 //      destination, in token order (INT8: quantised here with a per-token scale);
-//   3. per destination: ONE fetch_add on the destination's slot counter reserves a run of n
-//      slots, ONE put writes the whole run there, and ONE signal sets the (destination,
-//      source) dispatch flag to (epoch << 32 | n) once the run has landed (a put_signal in
-//      effect; the signals are issued after all of the rank's puts, earliest landing first,
-//      so that no signal holds the NPU's in-order fabric engine while later runs wait: see
-//      issue_signals in moe_dispatch_internal.h). A destination that gets nothing still gets
-//      its flag (n = 0), which is how shapes stay dynamic with no counts exchanged
-//      beforehand. A source's destinations are spread over its issue contexts
-//      (MoeBufferConfig), so the round trips of the reservations overlap;
-//   4. each destination waits for every source's flag, reads the slot headers, checks them
-//      (epoch, one contiguous run per source of the announced length, hits in range) and
-//      builds the receive layout: per local expert the list of its rows (slot, weight), the
-//      dynamic shape an expert kernel runs on; then it resets its slot counter.
+//   3. per destination it has tokens for: ONE fetch_add on the destination's slot counter
+//      reserves a run of n slots and ONE put writes the whole run there. A source's
+//      destinations are spread over its issue contexts (MoeBufferConfig), so the round trips
+//      of the reservations overlap. How the destinations learn that everything has landed
+//      is the completion mode (below);
+//   4. each destination reads the slot headers of its runs, checks them (epoch, one
+//      contiguous run per source, hits in range) and builds the receive layout: per local
+//      expert the list of its rows (slot, weight), the dynamic shape an expert kernel runs
+//      on; then it resets its slot counter.
 // The result is a DispatchHandle.
+//
+// ---- Completion (MoeBufferConfig::completion; the same for every rank, from static config) ----
+//  - kPerSourceFlags: after its puts, a source sets the (destination, source) dispatch flag
+//    of EVERY destination to (epoch << 32 | n), n = 0 included, each signal after its run's
+//    data (issued after all of the rank's puts, earliest landing first, so that no signal
+//    holds the NPU's in-order fabric engine while later runs wait: see issue_signals in
+//    moe_dispatch_internal.h); a destination waits for all R flags and checks each run
+//    against its announced length. R^2 signals per dispatch, all in parallel: a destination
+//    can start as soon as its own R flags are in, with no global synchronisation, which
+//    overlaps best when every source has runs for most destinations (training, prefill,
+//    large decode batches), where the flags are a small fraction of the traffic.
+//  - kBarrier: sources signal nothing. Each source quiets its contexts (its puts are
+//    visible), every NPU enters one barrier over the group's NPUs (the transport's group
+//    barrier: an arrival per NPU at the root and a release back, 2 signals per NPU, one
+//    round trip plus the root's serialisation of the arrivals), and then each destination
+//    reads its slot counter, which holds every reservation made on it: that is its slot
+//    count; the runs are read from the slot headers. O(R) signals and O(R) host work for
+//    the synchronisation, whatever the traffic, but every rank waits for the slowest
+//    source (one barrier's latency at least, and no overlap of early destinations with
+//    late sources). Right when most (source, destination) pairs carry nothing: a decode
+//    step of a few tokens over hundreds of ranks, where kPerSourceFlags spends R^2 flags
+//    (147k at R = 384) to announce nothing.
+//  - kAuto picks kBarrier when one source can reach fewer (token, rank) pairs than there
+//    are ranks (max_tokens_per_rank * D < R, see moe_buffer.h), else kPerSourceFlags.
+//  Measured (moe-bench ic_dispatch_decode_384: cm384, R = 384, 1 token in the step, hidden
+//  256, top-8 + 1 shared): kPerSourceFlags 6.0 us modelled, about 1 s of host time (the
+//  147k flags each cost a simulated fabric operation); kBarrier 7.4 us modelled (the root
+//  takes 384 arrivals in turn), a few ms of host time, about 2R transport operations of
+//  synchronisation. Every rank must hear something to learn it got nothing, so R messages
+//  is the floor of any termination scheme; the barrier's 2R is within a factor 2 of it.
+// Combine needs neither: each home knows from its handle which ranks hold its tokens and
+// waits only for their flags.
 //
 // combine(handle, expert outputs): the reverse path.
 //   1. each expert rank reduces, per received slot, its rows' outputs weighted by their
@@ -40,7 +68,10 @@
 // ---- Execution and modelled time ----
 // The simulation is one process: each call drives every rank's endpoints from the calling
 // thread, in phases (all sources issue, in modelled-time order across every issuing context
-// of every rank; then every destination waits for its flags). The transport's signal
+// of every rank; then every destination waits for its flags, or every NPU enters and
+// leaves the barrier). Host (wall) work follows the traffic: ranks without tokens are not
+// routed or packed, send and receive tables list only the pairs that carry tokens, and only
+// ranks with slots or tokens take part in combine. The transport's signal
 // records make each wait advance the waiter's clock to the modelled moment the flag became
 // visible, so each rank ends at its true modelled time. Every call starts all ranks at the
 // group's latest clock (as after a barrier) and reports latency = latest rank end - start.
@@ -95,26 +126,44 @@ struct ExpertRow {
   float weight = 0;
 };
 
-// What one rank received: the receive layout.
+// The contiguous run of slots one source reserved on a destination.
+struct SourceRun {
+  uint32_t src_rank = 0;
+  uint32_t first_slot = 0;  // on the destination
+  uint32_t num_slots = 0;   // >= 1
+  uint32_t home_row = 0;    // the source's combine-receive row of the run's first token
+};
+
+// What one rank received: the receive layout. Sizes follow the traffic, not the group:
+// a rank that received nothing has no slots, no runs and no rows.
 struct RankReceive {
   uint32_t num_slots = 0;                // tokens received (slots 0..num_slots-1 in use)
   std::vector<SlotInfo> slots;           // per slot
-  std::vector<uint32_t> run_first;       // per source rank: its first slot here
-  std::vector<uint32_t> run_count;       // per source rank: its slots here
+  std::vector<SourceRun> runs;           // per source that sent here, in slot order
   std::vector<LocalExpert> experts;      // this rank's local experts (ExpertMap order)
   std::vector<uint32_t> expert_offsets;  // rows of local expert j: rows[offsets[j]..[j+1])
   std::vector<ExpertRow> rows;           // expert-major, slot order inside an expert
   uint32_t num_rows() const { return static_cast<uint32_t>(rows.size()); }
+  // The run of source `src`, or null when it sent nothing here (linear in runs).
+  const SourceRun* run_from(uint32_t src) const;
+};
+
+// The run one source reserved on one destination, seen from the source.
+struct DestRun {
+  uint32_t dst_rank = 0;
+  uint32_t num_slots = 0;  // >= 1
+  uint32_t row_base = 0;   // its first combine-receive row (and send-staging slot) here
 };
 
 // What one rank sent (as the tokens' home), for combine.
 struct RankSend {
   uint32_t num_tokens = 0;
-  std::vector<uint32_t> count_to;       // per destination rank: slots it reserved there
-  std::vector<uint32_t> row_base_to;    // per destination: its first combine-receive row here
+  std::vector<DestRun> dests;           // destinations it sent to, ascending rank (= row order)
   std::vector<uint32_t> token_offsets;  // token t's combine rows: token_rows[off[t]..[t+1])
   std::vector<uint32_t> token_rows;     // in the order of the token's destinations
   uint32_t num_rows = 0;                // combine-receive rows in use
+  // The run sent to `dst`, or null (binary search).
+  const DestRun* run_to(uint32_t dst) const;
 };
 
 // Figures of one dispatch or combine. Modelled times in ns; wall in ns.

@@ -11,6 +11,10 @@
 //  - The home sums a token's partials in the order of the token's destinations (the order
 //    of its top-k, then its shared experts): a fixed order, so results are bit-identical
 //    from run to run whatever the fabric did.
+//  - Work follows the traffic: only ranks that received slots reduce and put, only homes
+//    with tokens wait and sum, and only (expert rank, home) pairs that carried tokens are
+//    signalled; ranks with nothing to do are not touched (their clocks stay behind the
+//    common start, which the next call's start covers).
 //  - Combine flags carry a sequence number that grows with every combine of the buffer, so a
 //    handle can be combined more than once (until the next dispatch).
 #include <algorithm>
@@ -115,7 +119,8 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
   std::vector<uint8_t> rows_bytes;
   for (uint32_t r = 0; r < R; ++r) {
     const RankReceive& rr = handle.recv[r];
-    if (functional && rr.num_slots > 0) {
+    if (rr.num_slots == 0) continue;
+    if (functional) {
       acc.assign(uint64_t{rr.num_slots} * H, 0.0f);
       const float* src = expert_out[r].data();
       for (uint32_t i = 0; i < rr.num_rows(); ++i) {
@@ -137,47 +142,75 @@ Status moe_combine(MoeBuffer& b, const DispatchHandle& handle,
   }
 
   // 2. One put per (expert rank, home) pair, round by round so every rank's i-th transfer
-  //    goes out before anyone's (i+1)-th (the fabric sees them in time order); then the
-  //    flags, each after its data.
+  //    goes out before anyone's (i+1)-th (the fabric sees them in time order): round i is
+  //    the home at rotation i from the expert rank, on context i mod W. Then the flags,
+  //    each after its data.
+  struct PairTurn {
+    uint32_t round, rank, run;
+  };
+  std::vector<PairTurn> pairs;
+  for (uint32_t r = 0; r < R; ++r) {
+    const std::vector<SourceRun>& runs = handle.recv[r].runs;
+    for (uint32_t k = 0; k < runs.size(); ++k)
+      pairs.push_back({(runs[k].src_rank + R - r) % R, r, k});
+  }
+  std::sort(pairs.begin(), pairs.end(), [](const PairTurn& x, const PairTurn& y) {
+    return x.round != y.round ? x.round < y.round : x.rank < y.rank;
+  });
   std::vector<PendingSignal> pending;
   LandingEstimator landing(b);
-  for (uint32_t i = 0; i < R; ++i) {
-    for (uint32_t r = 0; r < R; ++r) {
-      const uint32_t s = (r + i) % R;
-      const RankReceive& rr = handle.recv[r];
-      const uint32_t n = rr.run_count[s];
-      if (n == 0) continue;
-      const uint64_t bytes = uint64_t{n} * l.combine_row_bytes;
-      const uint32_t context = i % W;
-      Endpoint& ep = b.endpoint(r, context);
-      pending.push_back({landing.on_put(r, s, ep.now().ns, bytes), r, context, s, seq});
-      Status ps = ep.put(b.combine_recv_row(s, handle.send[s].row_base_to[r]),
-                         b.combine_send_row(r, rr.run_first[s]), bytes);
-      if (ps.ok()) ps = ep.fence();  // send now, not behind earlier signals (see dispatch)
-      if (!ps.ok()) return failed(ps.with_context(strformat("moe_combine: rank %u to %u", r, s)));
-      st.bytes_sent[r] += bytes;
-      st.bytes_received[s] += bytes;
-      if (b.npu_of(r) != b.npu_of(s)) {
-        st.fabric_bytes_sent[r] += bytes;
-        st.fabric_bytes_received[s] += bytes;
-      }
+  for (const PairTurn& p : pairs) {
+    const uint32_t r = p.rank;
+    const SourceRun& run = handle.recv[r].runs[p.run];
+    const uint32_t s = run.src_rank;
+    const uint64_t bytes = uint64_t{run.num_slots} * l.combine_row_bytes;
+    const uint32_t context = p.round % W;
+    Endpoint& ep = b.endpoint(r, context);
+    pending.push_back({landing.on_put(r, s, ep.now().ns, bytes), r, context, s, seq});
+    Status ps = ep.put(b.combine_recv_row(s, run.home_row), b.combine_send_row(r, run.first_slot),
+                       bytes);
+    if (ps.ok()) ps = ep.fence();  // send now, not behind earlier signals (see dispatch)
+    if (!ps.ok()) return failed(ps.with_context(strformat("moe_combine: rank %u to %u", r, s)));
+    st.bytes_sent[r] += bytes;
+    st.bytes_received[s] += bytes;
+    if (b.npu_of(r) != b.npu_of(s)) {
+      st.fabric_bytes_sent[r] += bytes;
+      st.fabric_bytes_received[s] += bytes;
     }
   }
   MOE_TRY(issue_signals(b, pending, [&](const PendingSignal& p) {
             return b.combine_flag(p.dst, p.rank);
           }).with_context("moe_combine"));
-  for (uint32_t r = 0; r < R; ++r)
-    for (uint32_t w = 0; w < W; ++w) {
+  {
+    // Delivery errors of the contexts that sent, without moving their clocks.
+    std::vector<std::pair<uint32_t, uint32_t>> used;
+    for (const PendingSignal& p : pending) used.push_back({p.rank, p.context});
+    std::sort(used.begin(), used.end());
+    used.erase(std::unique(used.begin(), used.end()), used.end());
+    for (const auto& [r, w] : used) {
       Status f = b.endpoint(r, w).fence();
       if (!f.ok()) return failed(f.with_context(strformat("moe_combine: rank %u", r)));
     }
+  }
 
   // 3. Each home waits for the ranks it sent to and sums its tokens' partials in FP32.
+  //    A rank that neither received nor sent ends at the start.
   for (uint32_t s = 0; s < R; ++s) {
     const RankSend& rs = handle.send[s];
+    if (rs.num_tokens == 0) {
+      if (handle.recv[s].num_slots == 0) {
+        st.rank_end_ns[s] = t1.ns;
+      } else {
+        const ModelTime end = b.rank_now(s);
+        b.endpoint(s, 0).advance_to(end);  // context 0 holds the rank's latest clock
+        st.rank_end_ns[s] = end.ns;
+      }
+      continue;
+    }
     Endpoint& ep = b.endpoint(s, 0);
-    for (uint32_t r = 0; r < R; ++r) {
-      if (rs.count_to[r] == 0) continue;
+    ep.advance_to(t1);
+    for (const DestRun& dest : rs.dests) {
+      const uint32_t r = dest.dst_rank;
       uint64_t seen = 0;
       Status ws = ep.wait_until(b.combine_flag(s, r), Cmp::kGe, seq, &seen);
       if (!ws.ok())

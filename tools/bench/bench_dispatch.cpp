@@ -14,6 +14,13 @@
 //  ic.dispatch_ep256_wall_ms (wall clock): host time of one EP 256 dispatch + combine in
 //    timing mode; baseline: the same with EP 8 (ratio: how host cost grows with 32x ranks).
 //  quick (--quick): EP 8, 64 and 256 only.
+//  ic.dispatch_combine_384_b{1,16}_wall_us (wall) and ic.dispatch_combine_384_b{1,16}_us
+//    (modelled): a decode step's dispatch + combine over all 384 NPUs of cm384 (one rank
+//    each), 1 or 16 tokens in the whole step on at most 4 ranks, hidden 256, top-8 of 384
+//    experts + 1 shared expert on every rank, BF16, functional mode; value: the default
+//    completion (kAuto, which picks kBarrier here), median over pairs; baseline:
+//    kPerSourceFlags in the same run; ratio = value / baseline. Check: combined outputs equal
+//    a double-precision reference (BF16 tolerance) and latencies are positive.
 //
 // `moe-bench dispatch --ep N --tokens T --hidden H --topk K --quant int8|bf16 [--json]`
 // runs one configuration and prints it (or one JSON object).
@@ -21,6 +28,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -281,6 +289,180 @@ bool parse_u32(const char* text, uint32_t* out) {
   return true;
 }
 
+
+// ---- Decode-sized dispatch + combine on every NPU of cm384 (functional mode) ----
+
+struct DecodeBenchConfig {
+  uint32_t ranks = 384;            // one per NPU of cm384
+  uint32_t total_tokens = 1;       // in the whole step, on few ranks
+  uint32_t max_tokens_per_rank = 16;
+  uint32_t hidden = 256;
+  uint32_t topk = 8;               // of `ranks` routed experts (one per rank)
+  uint32_t pairs = 10;             // timed dispatch + combine pairs (median reported)
+  uint64_t seed = 77;
+  ic::DispatchCompletion completion = ic::DispatchCompletion::kAuto;
+};
+
+struct DecodeBenchResult {
+  bool ok = false;
+  std::string error;
+  double wall_us = 0;          // median of dispatch + combine wall time, microseconds
+  double min_wall_us = 0;      // the fastest pair (the host's cost with the least noise)
+  double dispatch_wall_us = 0, combine_wall_us = 0;  // medians
+  double dispatch_us = 0, combine_us = 0;  // modelled latency of the last pair
+};
+
+// The ranks holding tokens: `total` tokens over at most 4 ranks spread over the supernode
+// (decode batches are small: most ranks have none).
+std::vector<uint32_t> decode_token_counts(const DecodeBenchConfig& c) {
+  std::vector<uint32_t> n(c.ranks, 0);
+  const uint32_t holders = std::min<uint32_t>(4, c.total_tokens);
+  for (uint32_t t = 0; t < c.total_tokens; ++t) n[(t % holders) * (c.ranks / holders) + 5] += 1;
+  return n;
+}
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// f_e(x) = a_e * x, the bench's expert function (routed expert e; shared: a = 1).
+float decode_expert_scale(const ic::LocalExpert& le) {
+  return le.shared ? 1.0f : 0.5f + 0.125f * float(le.expert % 8);
+}
+
+DecodeBenchResult run_decode_bench(const DecodeBenchConfig& c) {
+  DecodeBenchResult res;
+  auto fail = [&](const std::string& why) {
+    res.ok = false;
+    res.error = why;
+    return res;
+  };
+  auto topo = sim::make_preset("cm384");
+  if (!topo.ok()) return fail(topo.status().to_string());
+  auto drv = sim::create_driver(std::move(topo).value());
+  if (!drv.ok()) return fail(drv.status().to_string());
+  std::unique_ptr<dev::Driver> driver = std::move(drv).value();
+  ic::MoeBufferConfig bc;
+  for (uint32_t r = 0; r < c.ranks; ++r) bc.npus.push_back(r);
+  bc.max_tokens_per_rank = c.max_tokens_per_rank;
+  bc.hidden = c.hidden;
+  bc.max_topk = c.topk;
+  bc.max_shared_experts = 1;
+  bc.dispatch_format = ic::TokenFormat::kBf16;
+  bc.combine_format = ic::TokenFormat::kBf16;
+  bc.mode = ic::Mode::kFunctional;
+  bc.completion = c.completion;
+  auto layout = ic::compute_moe_buffer_layout(bc);
+  if (!layout.ok()) return fail(layout.status().to_string());
+  mem::MemConfig mc = mem::MemConfig::from_options();
+  mc.symmetric_heap_bytes = std::bit_ceil(layout->rank_bytes + (64ull << 20));
+  auto memory = mem::GlobalMemory::create(driver.get(), mc);
+  if (!memory.ok()) return fail(memory.status().to_string());
+  auto transport = ic::open_transport(*driver, **memory);
+  if (!transport.ok()) return fail(transport.status().to_string());
+  auto buffer = ic::MoeBuffer::create(**transport, **memory, bc);
+  if (!buffer.ok()) return fail(buffer.status().to_string());
+  ic::MoeBuffer& b = **buffer;
+  ic::ExpertMap map = ic::ExpertMap::uniform(c.ranks, c.ranks);
+  std::vector<uint32_t> all(c.ranks);
+  for (uint32_t r = 0; r < c.ranks; ++r) all[r] = r;
+  if (Status s = map.add_shared_expert(all, 1.0f); !s.ok()) return fail(s.to_string());
+
+  // Tokens and routing (seeded): top-k distinct experts, weights in (0, 1].
+  const std::vector<uint32_t> counts = decode_token_counts(c);
+  std::mt19937_64 rng(c.seed);
+  std::vector<std::vector<uint16_t>> tokens(c.ranks);
+  std::vector<std::vector<int32_t>> ids(c.ranks);
+  std::vector<std::vector<float>> weights(c.ranks);
+  std::vector<ic::DispatchInput> in(c.ranks);
+  for (uint32_t r = 0; r < c.ranks; ++r) {
+    const uint32_t n = counts[r];
+    tokens[r].resize(uint64_t{n} * c.hidden);
+    for (uint16_t& v : tokens[r])
+      v = ic::float_to_bf16(float(int64_t(rng() % 4096) - 2048) / 1024.0f);
+    ids[r].resize(uint64_t{n} * c.topk);
+    weights[r].resize(uint64_t{n} * c.topk);
+    for (uint32_t t = 0; t < n; ++t) {
+      int32_t* row = ids[r].data() + uint64_t{t} * c.topk;
+      for (uint32_t k = 0; k < c.topk; ++k) {
+        int32_t e;
+        do {
+          e = static_cast<int32_t>(rng() % c.ranks);
+        } while (std::find(row, row + k, e) != row + k);
+        row[k] = e;
+        weights[r][uint64_t{t} * c.topk + k] = float(1 + rng() % 256) / 256.0f;
+      }
+    }
+    in[r] = {n, tokens[r], ids[r], weights[r]};
+  }
+  // The reference: out[t] = sum_k w_k a_k x_t + x_t (the shared expert, weight 1).
+  std::vector<std::vector<double>> want(c.ranks);
+  for (uint32_t r = 0; r < c.ranks; ++r) {
+    want[r].assign(uint64_t{counts[r]} * c.hidden, 0.0);
+    for (uint32_t t = 0; t < counts[r]; ++t) {
+      double scale = 1.0;
+      for (uint32_t k = 0; k < c.topk; ++k)
+        scale += double(weights[r][uint64_t{t} * c.topk + k]) *
+                 decode_expert_scale({false, uint32_t(ids[r][uint64_t{t} * c.topk + k])});
+      for (uint32_t h = 0; h < c.hidden; ++h)
+        want[r][uint64_t{t} * c.hidden + h] =
+            scale * ic::bf16_to_float(tokens[r][uint64_t{t} * c.hidden + h]);
+    }
+  }
+
+  std::vector<double> walls, dwalls, cwalls;
+  std::vector<std::vector<float>> expert_out(c.ranks), out(c.ranks);
+  std::vector<std::span<const float>> eo_spans(c.ranks);
+  std::vector<std::span<float>> out_spans(c.ranks);
+  std::vector<float> rows;
+  bool ok = true;
+  for (uint32_t pair = 0; pair < c.pairs + 1; ++pair) {  // pair 0 warms up (first touch)
+    const int64_t t0 = wall_now_ns();
+    auto h = ic::moe_dispatch(b, map, in, c.topk);
+    const int64_t t1 = wall_now_ns();
+    if (!h.ok()) return fail(h.status().to_string());
+    // The "expert kernels" (not timed): only ranks that received rows have any.
+    for (uint32_t r = 0; r < c.ranks; ++r) {
+      const ic::RankReceive& rr = h->recv[r];
+      expert_out[r].assign(uint64_t{rr.num_rows()} * c.hidden, 0.0f);
+      for (uint32_t j = 0; j + 1 < rr.expert_offsets.size(); ++j) {
+        if (rr.expert_offsets[j + 1] == rr.expert_offsets[j]) continue;
+        if (Status s = ic::read_expert_rows(b, *h, r, j, &rows); !s.ok())
+          return fail(s.to_string());
+        const float a = decode_expert_scale(rr.experts[j]);
+        float* o = expert_out[r].data() + uint64_t{rr.expert_offsets[j]} * c.hidden;
+        for (size_t i = 0; i < rows.size(); ++i) o[i] = a * rows[i];
+      }
+      eo_spans[r] = expert_out[r];
+      out[r].assign(uint64_t{counts[r]} * c.hidden, -1.0f);
+      out_spans[r] = out[r];
+    }
+    ic::PhaseStats cs;
+    const int64_t t2 = wall_now_ns();
+    Status s = ic::moe_combine(b, *h, eo_spans, out_spans, &cs);
+    const int64_t t3 = wall_now_ns();
+    if (!s.ok()) return fail(s.to_string());
+    res.dispatch_us = h->stats.latency_ns * 1e-3;
+    res.combine_us = cs.latency_ns * 1e-3;
+    for (uint32_t r = 0; r < c.ranks; ++r)
+      for (size_t i = 0; i < out[r].size(); ++i)
+        ok &= std::fabs(out[r][i] - want[r][i]) <= 0.02 * std::fabs(want[r][i]) + 1e-3;
+    ok &= res.dispatch_us > 0 && res.combine_us > 0;
+    if (pair == 0) continue;
+    dwalls.push_back(double(t1 - t0) * 1e-3);
+    cwalls.push_back(double(t3 - t2) * 1e-3);
+    walls.push_back(double(t1 - t0 + t3 - t2) * 1e-3);
+  }
+  res.wall_us = median_of(walls);
+  res.min_wall_us = walls.empty() ? 0 : *std::min_element(walls.begin(), walls.end());
+  res.dispatch_wall_us = median_of(dwalls);
+  res.combine_wall_us = median_of(cwalls);
+  res.ok = ok;
+  if (!ok) res.error = "combined outputs differ from the reference, or a latency is not positive";
+  return res;
+}
 }  // namespace
 
 int dispatch_command(int argc, char** argv) {
@@ -400,6 +582,63 @@ MOE_BENCHMARK(ic_dispatch) {
       "host time of one EP 256 dispatch + combine (timing mode); baseline: EP 8; ratio: "
       "growth for 32x the ranks (about 1024x the (source, destination) pairs)";
   ctx.record(w);
+}
+
+}  // namespace
+
+namespace {
+
+// Decode-sized steps: 1 and 16 tokens in the whole step over all 384 NPUs of cm384. Value:
+// the buffer's default completion (kAuto: kBarrier here); baseline: kPerSourceFlags (every
+// source flags every destination) in the same run; ratio = value / baseline.
+MOE_BENCHMARK(ic_dispatch_decode_384) {
+  using namespace moe;
+  for (uint32_t total : {1u, 16u}) {
+    bench::DecodeBenchConfig c;
+    c.total_tokens = total;
+    if (ctx.quick) c.pairs = 3;
+    const bench::DecodeBenchResult r = bench::run_decode_bench(c);
+    bench::DecodeBenchConfig f = c;
+    f.completion = ic::DispatchCompletion::kPerSourceFlags;
+    f.pairs = ctx.quick ? 1 : 3;  // R^2 flags: slow on the host
+    const bench::DecodeBenchResult rf = bench::run_decode_bench(f);
+    for (const auto* x : {&r, &rf})
+      if (!x->error.empty())
+        std::fprintf(stderr, "ic.dispatch_combine_384_b%u: %s\n", total, x->error.c_str());
+    std::fprintf(stderr,
+                 "ic.dispatch_combine_384_b%u: auto: wall dispatch %.0f us + combine %.0f us "
+                 "(medians; fastest pair %.0f us), modelled dispatch %.2f us + combine %.2f us; "
+                 "per-source flags: wall %.0f us + %.0f us (fastest %.0f us), modelled %.2f us + "
+                 "%.2f us\n",
+                 total, r.dispatch_wall_us, r.combine_wall_us, r.min_wall_us, r.dispatch_us,
+                 r.combine_us, rf.dispatch_wall_us, rf.combine_wall_us, rf.min_wall_us,
+                 rf.dispatch_us, rf.combine_us);
+    bench::Record w;
+    w.name = strformat("ic.dispatch_combine_384_b%u_wall_us", total);
+    w.value = r.wall_us;
+    w.unit = "us";
+    w.baseline = rf.wall_us;
+    w.ratio = rf.wall_us > 0 ? r.wall_us / rf.wall_us : 0;
+    w.clock = "wall";
+    w.ok = r.ok && rf.ok;
+    w.note = strformat(
+        "median host time of one dispatch + combine, cm384, 384 ranks, %u token(s) in the "
+        "step, hidden 256, top-8 of 384 + 1 shared, BF16, functional; fastest pair %.0f us; "
+        "baseline: per-source flags; ratio: new/old",
+        total, r.min_wall_us);
+    ctx.record(w);
+    bench::Record m;
+    m.name = strformat("ic.dispatch_combine_384_b%u_us", total);
+    m.value = r.dispatch_us + r.combine_us;
+    m.unit = "us";
+    m.baseline = rf.dispatch_us + rf.combine_us;
+    m.ratio = m.baseline > 0 ? m.value / m.baseline : 0;
+    m.clock = "modelled";
+    m.ok = r.ok && rf.ok;
+    m.note = "modelled latency of dispatch + combine of the same; baseline: per-source flags; "
+             "ratio: new/old";
+    ctx.record(m);
+  }
 }
 
 }  // namespace
