@@ -132,6 +132,14 @@ Status Stream::wait(const Event& event) {
   return Status();
 }
 
+Status Stream::wait_until(ModelTime t) {
+  if (capture_ != nullptr)
+    return make_error(StatusCode::kFailedPrecondition,
+                      "stream on NPU %u: wait_until inside a graph capture (use an event)", npu_);
+  not_before_ = max(not_before_, t);
+  return Status();
+}
+
 Status Stream::reserve(size_t count) {
   if (count > depth_)
     return make_error(StatusCode::kResourceExhausted,

@@ -95,6 +95,11 @@ class Stream {
   // Later launches start no earlier than the event's time. kFailedPrecondition for an
   // event not recorded, or recorded in a capture this stream is not part of.
   Status wait(const Event& event);
+  // Later launches start no earlier than `t`: a time read from another engine's clock (a
+  // transport endpoint's, for work that consumes what the fabric delivered). Raises the
+  // floor only (never lowers it). Not recorded by a graph capture: kFailedPrecondition
+  // while capturing.
+  Status wait_until(ModelTime t);
   // Polls every completion of work launched so far (the simulator has already executed
   // it). Returns the first error a completion reported since the stream was created.
   Status synchronize();
