@@ -137,14 +137,14 @@ StatusOr<Tensor> ModelWeights::tensor(std::string_view name) const {
   return t;
 }
 
-StatusOr<ExpertWeights> ModelWeights::expert(uint32_t layer, uint32_t expert) const {
+StatusOr<ExpertTensors> ModelWeights::expert(uint32_t layer, uint32_t expert) const {
   if (!config_.is_moe_layer(layer) || expert >= config_.num_experts)
     return make_error(StatusCode::kOutOfRange,
                       "model '%s': no routed expert %u in layer %u (MoE layers [%u, %u), %u "
                       "experts)",
                       config_.name.c_str(), expert, layer, config_.num_dense_layers,
                       config_.num_layers, config_.num_experts);
-  ExpertWeights w;
+  ExpertTensors w;
   MOE_TRY_ASSIGN(w.gate, tensor(expert_tensor_name(layer, expert, ExpertProj::kGate)));
   MOE_TRY_ASSIGN(w.up, tensor(expert_tensor_name(layer, expert, ExpertProj::kUp)));
   MOE_TRY_ASSIGN(w.down, tensor(expert_tensor_name(layer, expert, ExpertProj::kDown)));

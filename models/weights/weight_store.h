@@ -63,7 +63,7 @@ struct QuantizedTensor {
   std::vector<float> scales;
 };
 
-struct ExpertWeights {
+struct ExpertTensors {
   Tensor gate, up, down;  // [inter, hidden], [inter, hidden], [hidden, inter]
 };
 
@@ -109,7 +109,7 @@ class ModelWeights {
   StatusOr<Tensor> tensor(std::string_view name) const;
   // The three weights of routed expert `expert` of MoE layer `layer`. kOutOfRange naming the
   // layer / expert when there is no such expert.
-  StatusOr<ExpertWeights> expert(uint32_t layer, uint32_t expert) const;
+  StatusOr<ExpertTensors> expert(uint32_t layer, uint32_t expert) const;
   // A 2-D BF16 tensor as INT8 with per-row scales: as stored, or quantised from BF16
   // (scale = max|w_row| / 127). kInvalidArgument for a tensor that is not 2-D BF16.
   StatusOr<QuantizedTensor> quantized(std::string_view name) const;

@@ -39,7 +39,7 @@ TEST_CASE("models.weights: partial materialisation equals the full one, per tens
       CHECK(other.tensor(spec.name).value().bytes == full.bytes);  // norms are all ones
   }
   // One expert's tensors alone equal those of the full list.
-  const ExpertWeights e = b.expert(2, 5).value();
+  const ExpertTensors e = b.expert(2, 5).value();
   CHECK(e.gate.bytes == a.tensor(expert_tensor_name(2, 5, ExpertProj::kGate)).value().bytes);
   CHECK(e.up.bytes == a.tensor(expert_tensor_name(2, 5, ExpertProj::kUp)).value().bytes);
   CHECK(e.down.bytes == a.tensor(expert_tensor_name(2, 5, ExpertProj::kDown)).value().bytes);
