@@ -1,0 +1,116 @@
+// DeviceWeights: a model's weights placed on the NPUs that run it, for the engine's kernels.
+//
+// Placement (what a deployment of DeepSeek-V3 does, at the built-in model's scale):
+//  - every attention data-parallel (DP) rank holds a REPLICA of everything that is not a routed
+//    expert: embedding, norms, attention projections, dense FFNs, the router (gate and bias),
+//    the shared experts, the final norm and the LM head; BF16 (the bias F32) in its NPU's HBM,
+//    one HBM block per replica;
+//  - every expert-parallel (EP) rank holds the routed experts the ExpertMap puts there (its
+//    replicas of hot experts included), one HBM block per MoE layer: per local expert its
+//    gate [inter][hidden], up [inter][hidden] and down [hidden][inter], BF16.
+// Bytes go from the weight store (models/weights/weight_store.h, random or safetensors) into
+// HBM through each NPU's host-copy engine (a copy stream), block by block.
+//
+// How kernel bodies read them (functional mode, bodies on host cores):
+//  - the replica's tensors straight from HBM (BF16 views through the host mapping: linear_bf16
+//    converts panels as it goes);
+//  - routed experts, the shared experts and the router gate through host WORKING COPIES built
+//    once from the HBM-resident BF16: an ExpertBank per (MoE layer, EP rank) (FP32 for sgemm,
+//    or INT8 + scales for W8A8), one shared-expert bank and one FP32 gate per MoE layer (the
+//    router's logits are computed in a fixed double order from FP32; BF16 widens exactly).
+//    They stand in for an NPU's matrix engine reading BF16/INT8 directly; the HBM copies are
+//    what the device holds and what its memory statistics count.
+//
+// Shared experts: the checkpoint fuses the S shared experts into one SwiGLU MLP of width
+// S * expert_intermediate (weight_spec.h); that MLP equals the sum of the S experts, so one
+// bank expert of that width computes them.
+//
+// Ownership: DeviceWeights owns its HBM blocks (freed on destruction, before the Runtime
+// closes) and working copies. Immutable after load(): const access from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "interconnect/moe_dispatch_map.h"
+#include "models/engine/hbm_block.h"
+#include "models/kernels/expert_ffn.h"
+#include "models/weights/weight_store.h"
+#include "runtime/runtime.h"
+
+namespace moe::models {
+
+// One DP rank's replica: BF16 views into its HBM block (nullptr where the model has none).
+struct ReplicaWeights {
+  struct Layer {
+    const uint16_t* input_norm = nullptr;   // [hidden]
+    const uint16_t* post_norm = nullptr;    // [hidden]
+    const uint16_t* q_proj = nullptr;       // [heads * head_dim][hidden]
+    const uint16_t* k_proj = nullptr;       // [kv_heads * head_dim][hidden]
+    const uint16_t* v_proj = nullptr;       // [kv_heads * head_dim][hidden]
+    const uint16_t* o_proj = nullptr;       // [hidden][heads * head_dim]
+    const uint16_t* q_norm = nullptr;       // [head_dim] (qk_norm)
+    const uint16_t* k_norm = nullptr;       // [head_dim] (qk_norm)
+    const uint16_t* mlp_gate = nullptr;     // dense layers: [dense_inter][hidden]
+    const uint16_t* mlp_up = nullptr;       // dense layers: [dense_inter][hidden]
+    const uint16_t* mlp_down = nullptr;     // dense layers: [hidden][dense_inter]
+  };
+  const uint16_t* embed = nullptr;          // [vocab][hidden]
+  const uint16_t* final_norm = nullptr;     // [hidden]
+  const uint16_t* lm_head = nullptr;        // [vocab][hidden] (the embedding when tied)
+  std::vector<Layer> layers;
+};
+
+// One MoE layer's host working copies shared by every rank's kernel bodies.
+struct MoeLayerWorking {
+  std::vector<float> gate;  // router [num_experts][hidden], FP32
+  std::vector<float> bias;  // [num_experts] or empty
+  ExpertBank shared;        // one expert of width S * expert_intermediate; empty when S == 0
+};
+
+struct DevicePlacement {
+  std::vector<dev::NpuId> npus;   // EP rank r is npus[r]
+  std::vector<uint32_t> dp_ranks; // the EP ranks that are attention DP ranks, ascending
+  ic::ExpertMap map;              // routed experts over the EP ranks (no shared experts)
+  ExpertPrecision precision = ExpertPrecision::kBf16;
+};
+
+// Called during load with (bytes done, bytes in all); never from another thread.
+using LoadProgress = std::function<void(uint64_t done, uint64_t total)>;
+
+class DeviceWeights {
+ public:
+  DeviceWeights();
+  ~DeviceWeights();
+  DeviceWeights(DeviceWeights&&) noexcept;
+  DeviceWeights& operator=(DeviceWeights&&) noexcept;
+
+  // The bytes load() puts in HBM for `placement` (BF16 replicas and expert blocks).
+  static uint64_t hbm_bytes_needed(const ModelConfig& config, const DevicePlacement& placement);
+
+  // Places `weights` as `placement` says. kInvalidArgument when the map's expert or rank count
+  // disagrees with the config / NPU list, a DP rank is out of range, or the map holds shared
+  // experts; weight-store errors (naming the tensor); HBM and copy errors (naming the NPU).
+  static StatusOr<DeviceWeights> load(rt::Runtime& runtime, const ModelWeights& weights,
+                                      const DevicePlacement& placement,
+                                      const LoadProgress& progress = {});
+
+  const ModelConfig& config() const;
+  const DevicePlacement& placement() const;
+  // Replica of DP rank index d (0 .. dp_ranks.size()-1).
+  const ReplicaWeights& replica(uint32_t d) const;
+  // MoE layer index m (0 .. num_moe_layers-1: layer num_dense_layers + m).
+  const MoeLayerWorking& moe_layer(uint32_t m) const;
+  // The local routed experts of EP rank r in MoE layer m (ExpertMap local order).
+  const ExpertBank& experts(uint32_t m, uint32_t rank) const;
+  // HBM bytes this object holds on EP rank r's NPU.
+  uint64_t hbm_bytes_on_rank(uint32_t rank) const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace moe::models
