@@ -221,6 +221,7 @@ StatusOr<uint32_t> Engine::sequence_home(SeqId seq) const {
 const ModelConfig& Engine::config() const { return s_->config; }
 uint32_t Engine::num_ranks() const { return static_cast<uint32_t>(s_->npus.size()); }
 uint32_t Engine::num_dp_ranks() const { return static_cast<uint32_t>(s_->homes.size()); }
+uint32_t Engine::max_tokens_per_rank() const { return s_->options.max_tokens_per_rank; }
 dev::NpuId Engine::dp_npu(uint32_t dp) const { return s_->npus[s_->dp_ranks[dp]]; }
 uint32_t Engine::open_sequences() const {
   return static_cast<uint32_t>(s_->seqs.size() - s_->free_seq_slots.size());

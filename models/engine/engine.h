@@ -127,6 +127,7 @@ class Engine {
   const ModelConfig& config() const;
   uint32_t num_ranks() const;
   uint32_t num_dp_ranks() const;
+  uint32_t max_tokens_per_rank() const;
   dev::NpuId dp_npu(uint32_t dp) const;
   uint32_t open_sequences() const;
   const DeviceWeights& weights() const;
