@@ -2,8 +2,9 @@
 //
 // Brings the supernode up from its description, then proves the stack end to end: real
 // bytes around a ring of every NPU (functional mode, checked byte by byte), and a
-// DeepSeek-V3-shaped dispatch all-to-all on every NPU (timing mode). Prints each figure with
-// its clock. Later layers (memory, interconnect, serving, the daemon) extend this job.
+// DeepSeek-V3-shaped dispatch all-to-all on every NPU (timing mode), then the MoE engine: the
+// built-in model placed on every NPU generating text (tools/moe/generate_job.h). Prints each
+// figure with its clock.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -13,17 +14,20 @@
 #include "runtime/base/strformat.h"
 #include "tools/lib/smoke/fabric_smoke.h"
 #include "tools/moe/commands.h"
+#include "tools/moe/generate_job.h"
 
 namespace moe::tools {
 namespace {
 
 void run_usage(FILE* out) {
   std::fprintf(out,
-               "usage: moe run [--supernode NAME|FILE] [--seed N] [--ring-bytes BYTES]\n"
+               "usage: moe run [--supernode NAME|FILE] [--seed N] [--ring-bytes BYTES] [--prompt TEXT]\n"
                "  Brings up the simulated supernode and runs the main job on it.\n"
                "  --supernode  a preset (cm384 (default), n8, n16, n64) or a description file\n"
                "  --seed       seed of the simulator's faults (default 1)\n"
-               "  --ring-bytes bytes each NPU sends around the functional ring (default 256 KiB)\n");
+               "  --ring-bytes bytes each NPU sends around the functional ring (default 256 KiB)\n"
+               "  --prompt     what the built-in model continues at the end (default \"The supernode\";\n"
+               "               moe generate has every generation option)\n");
 }
 
 void print_supernode(const dev::Driver& driver) {
@@ -44,6 +48,7 @@ int cmd_run(int argc, char** argv) {
   std::string supernode = "cm384";
   uint64_t seed = 1;
   uint64_t ring_bytes = 256 << 10;
+  GenerateJob job;
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
     auto need_value = [&](const char* flag) -> const char* {
@@ -60,6 +65,14 @@ int cmd_run(int argc, char** argv) {
       const char* v = need_value("--supernode");
       if (!v) return 2;
       supernode = v;
+    } else if (arg == "--prompt") {
+      const char* v = need_value("--prompt");
+      if (!v) return 2;
+      if (*v == '\0') {
+        std::fprintf(stderr, "moe run: --prompt must not be empty\n");
+        return 2;
+      }
+      job.prompts = {v};
     } else if (arg == "--seed" || arg == "--ring-bytes") {
       const char* v = need_value(arg.c_str());
       if (!v) return 2;
@@ -135,7 +148,9 @@ int cmd_run(int argc, char** argv) {
   std::printf("\nsimulated HBM backed by host memory after the run: %s (of %s nominal)\n",
               format_bytes(static_cast<double>(resident)).c_str(),
               format_bytes(static_cast<double>(drv.topology().hbm.capacity_bytes) * n).c_str());
-  return ring.bad_bytes == 0 ? 0 : 1;
+  if (ring.bad_bytes != 0) return 1;
+  job.supernode = supernode;
+  return run_generate_job(job);
 }
 
 }  // namespace moe::tools

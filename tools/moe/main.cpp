@@ -14,6 +14,7 @@ void usage(FILE* out) {
                "commands:\n"
                "  run [--supernode S]      the main job on the simulated supernode\n"
                "  describe [--supernode S] [--json]  validate and print a supernode description\n"
+               "  generate [--prompt T]... text from the MoE engine on the supernode (--help)\n"
                "  simulate [--model M] ... one model step at full size, timing mode (--help)\n"
                "  info --config [--json]   every option: name, value, default, help\n"
                "  help                     this text\n"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "info") return cmd_info(argc - 2, argv + 2);
   if (cmd == "run") return moe::tools::cmd_run(argc - 2, argv + 2);
+  if (cmd == "generate") return moe::tools::cmd_generate(argc - 2, argv + 2);
   if (cmd == "simulate") return moe::tools::cmd_simulate(argc - 2, argv + 2);
   if (cmd == "describe") return moe::tools::cmd_describe(argc - 2, argv + 2);
   std::fprintf(stderr, "moe: unknown command '%s'\n", cmd.c_str());
