@@ -14,8 +14,10 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "interconnect/quant_int8.h"
+#include "models/kernels/norm.h"
 #include "runtime/base/check.h"
 
 namespace moe::models {
@@ -111,8 +113,41 @@ StatusOr<Int8Weight> Int8Weight::from_bf16(std::span<const uint16_t> w, uint32_t
   return from_float(f, out, in);
 }
 
+// ---- few rows (decode): dot products, no packing ----
+// A BLAS packs the whole weight for every call, which costs more than the product itself when
+// x has a handful of rows. Up to kSmallRows rows, each output is one dot product (FP32, eight
+// partial sums: models/kernels/norm.h), so a row's result does not depend on how many rows
+// share the call.
+namespace {
+
+constexpr uint32_t kSmallRows = 4;
+
+inline void small_rows(const float* x, uint32_t rows, const float* wrow, uint32_t in, uint32_t o,
+                       uint32_t out, float* y, bool accumulate) {
+  for (uint32_t r = 0; r < rows; ++r) {
+    const float d = kernels::dot(x + uint64_t{r} * in, wrow, in);
+    float& dst = y[uint64_t{r} * out + o];
+    dst = accumulate ? dst + d : d;
+  }
+}
+
+// BF16 -> FP32 of n values: a shift, written so the compiler vectorises it.
+inline void widen_bf16(const uint16_t* src, uint64_t n, float* dst) {
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint32_t bits = uint32_t{src[i]} << 16;
+    std::memcpy(dst + i, &bits, sizeof(float));
+  }
+}
+
+}  // namespace
+
 void linear_rows(const float* x, uint32_t rows, const DenseWeight& w, float* y, bool accumulate) {
   if (rows == 0) return;
+  if (rows <= kSmallRows) {
+    for (uint32_t o = 0; o < w.out; ++o)
+      small_rows(x, rows, w.values.data() + uint64_t{o} * w.in, w.in, o, w.out, y, accumulate);
+    return;
+  }
   sgemm_nt(x, w.in, w.values.data(), w.in, y, w.out, rows, w.out, w.in, accumulate ? 1.0f : 0.0f);
 }
 
@@ -165,10 +200,17 @@ Status linear_bf16(std::span<const float> x, uint32_t rows, std::span<const uint
   MOE_TRY(check_shape("linear_bf16: y", y.size(), uint64_t{rows} * out, rows, out));
   if (rows == 0) return ok_status();
   float* panel = grow(scratch().panel, uint64_t{kBf16PanelRows} * in);
+  if (rows <= kSmallRows) {
+    for (uint32_t o = 0; o < out; ++o) {
+      widen_bf16(w.data() + uint64_t{o} * in, in, panel);
+      small_rows(x.data(), rows, panel, in, o, out, y.data(), accumulate);
+    }
+    return ok_status();
+  }
   for (uint32_t n0 = 0; n0 < out; n0 += kBf16PanelRows) {
     const uint32_t nn = std::min(kBf16PanelRows, out - n0);
     const uint16_t* src = w.data() + uint64_t{n0} * in;
-    for (uint64_t i = 0; i < uint64_t{nn} * in; ++i) panel[i] = ic::bf16_to_float(src[i]);
+    widen_bf16(src, uint64_t{nn} * in, panel);
     sgemm_nt(x.data(), in, panel, in, y.data() + n0, out, rows, nn, in, accumulate ? 1.0f : 0.0f);
   }
   return ok_status();
