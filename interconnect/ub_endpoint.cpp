@@ -280,11 +280,64 @@ class UbEndpoint final : public Endpoint {
     double latest = 0;
     if (!g->arrive(epoch, reached_root, &latest)) return ok_status();
     // Last to arrive: release every member, leaving when the last arrival reached the root.
-    Status first_error;
-    for (uint32_t r = 0; r < g->members().size(); ++r) {
-      Status s = signal_at(g->release_word(r), epoch, SignalOp::kSet, latest, nullptr,
-                           "barrier release");
-      if (!s.ok() && first_error.ok()) first_error = std::move(s);
+    // One submission for all the release words (one doorbell, not one per member); each is
+    // timed as its own signal.
+    release_words_.clear();
+    for (uint32_t r = 0; r < g->members().size(); ++r) release_words_.push_back(g->release_word(r));
+    return store_many(release_words_, epoch, latest, "barrier release");
+  }
+
+  // Sets every word of `words` to `value` as signals (kStore after this endpoint's earlier
+  // puts to each word's NPU, no earlier than `after`), submitted together. Every word is
+  // attempted; the first failure is returned, naming its word.
+  Status store_many(std::span<const GlobalAddr> words, uint64_t value, double after,
+                    const char* what) {
+    store_at_.resize(words.size());
+    for (size_t i = 0; i < words.size(); ++i) {
+      MOE_TRY(check_word(words[i], what, &store_at_[i]));
+      MOE_TRY(flush_batch(store_at_[i].npu));
+    }
+    if (!pending_error_.ok()) {
+      Status s = pending_error_;
+      return s.with_context(strformat("%s not sent: an earlier put failed (see quiet)", what));
+    }
+    SignalTable& table = transport_.signals();
+    items_.clear();
+    store_slots_.clear();
+    for (size_t i = 0; i < words.size(); ++i) {
+      const dev::DevicePtr& at = store_at_[i];
+      FabricItem it;
+      it.work.kind = dev::WorkKind::kAtomic;
+      it.work.not_before =
+          ModelTime{std::max({clock_ns_, after, last_put_end_[at.npu], fence_floor_[at.npu]})};
+      it.work.atomic.op = dev::AtomicOp::kStore;
+      it.work.atomic.dst = at;
+      it.work.atomic.operand = value;
+      it.work.atomic.plane = next_plane_;
+      next_plane_ = (next_plane_ + 1) % cfg_.caps.num_planes;
+      items_.push_back(it);
+      store_slots_.push_back(table.begin_update(words[i]));
+    }
+    stats_.signals += words.size();
+    Status s = run_items();
+    Status first_error = s;
+    for (size_t i = 0; i < words.size(); ++i) {
+      const FabricItem& done = items_[i];
+      const bool ok = s.ok() && done.status == StatusCode::kOk;
+      table.end_update(store_slots_[i], ok, value, done.effect_ns);
+      if (!ok) continue;
+      outstanding_end_ = std::max(outstanding_end_, done.end_ns);
+    }
+    if (!first_error.ok()) return first_error;
+    for (size_t i = 0; i < words.size(); ++i) {
+      const FabricItem& done = items_[i];
+      if (done.status == StatusCode::kOk) continue;
+      ++stats_.errors;
+      if (done.status == StatusCode::kNpuLost) mark_lost_if(store_at_[i].npu, npu_);
+      if (first_error.ok())
+        first_error = make_error(done.status, "%s on %s (npu %u) from npu %u failed: %s", what,
+                                 mem::to_string(words[i]).c_str(), store_at_[i].npu, npu_,
+                                 status_name(done.status));
     }
     return first_error;
   }
@@ -706,6 +759,9 @@ class UbEndpoint final : public Endpoint {
 
   std::vector<Piece> pieces_;
   std::vector<FabricItem> items_, batch_items_;
+  std::vector<GlobalAddr> release_words_;   // barrier release (store_many)
+  std::vector<dev::DevicePtr> store_at_;
+  std::vector<uint32_t> store_slots_;
   EndpointStats stats_, published_;
 };
 
