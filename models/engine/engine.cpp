@@ -212,6 +212,21 @@ StatusOr<uint32_t> Engine::sequence_length(SeqId seq) const {
   return q->kv.length();
 }
 
+Status Engine::reserve_sequence(SeqId seq, uint32_t positions) {
+  EngineSequence* q = s_->find(seq);
+  if (q == nullptr) return make_error(StatusCode::kNotFound, "reserve_sequence: no open sequence %u", seq.index);
+  if (positions > s_->config.max_seq_len)
+    return make_error(StatusCode::kOutOfRange, "reserve_sequence: %u positions exceed the model's "
+                      "max_seq_len %u", positions, s_->config.max_seq_len);
+  return q->kv.reserve(s_->pools[q->dp], positions);
+}
+
+StatusOr<uint32_t> Engine::sequence_capacity(SeqId seq) const {
+  const EngineSequence* q = s_->find(seq);
+  if (q == nullptr) return make_error(StatusCode::kNotFound, "no open sequence %u", seq.index);
+  return q->kv.capacity();
+}
+
 StatusOr<uint32_t> Engine::sequence_home(SeqId seq) const {
   const EngineSequence* q = s_->find(seq);
   if (q == nullptr) return make_error(StatusCode::kNotFound, "no open sequence %u", seq.index);
@@ -226,6 +241,10 @@ dev::NpuId Engine::dp_npu(uint32_t dp) const { return s_->npus[s_->dp_ranks[dp]]
 uint32_t Engine::open_sequences() const {
   return static_cast<uint32_t>(s_->seqs.size() - s_->free_seq_slots.size());
 }
+uint32_t Engine::kv_block_positions() const { return s_->options.kv_block_positions; }
+uint32_t Engine::kv_free_blocks(uint32_t dp) const { return s_->pools[dp].free_blocks(); }
+uint32_t Engine::kv_total_blocks(uint32_t dp) const { return s_->pools[dp].shape().num_blocks; }
+uint32_t Engine::sequences_on(uint32_t dp) const { return s_->seqs_per_dp[dp]; }
 const DeviceWeights& Engine::weights() const { return s_->weights; }
 const ic::ExpertMap& Engine::expert_map() const { return s_->weights.placement().map; }
 const std::vector<std::vector<uint64_t>>& Engine::expert_load() const { return s_->expert_load; }

@@ -117,6 +117,12 @@ class Engine {
   // Drops positions >= length (rejected speculative tokens, a cancelled suffix).
   Status truncate_sequence(SeqId seq, uint32_t length);
   StatusOr<uint32_t> sequence_length(SeqId seq) const;
+  // Reserves KV blocks for `positions` positions in total now (admission control: a request
+  // that reserved its prompt + max_new_tokens never fails a step for want of blocks).
+  // kResourceExhausted (nothing reserved) when the home's pool lacks them.
+  Status reserve_sequence(SeqId seq, uint32_t positions);
+  // Positions the sequence can hold without taking more blocks.
+  StatusOr<uint32_t> sequence_capacity(SeqId seq) const;
   StatusOr<uint32_t> sequence_home(SeqId seq) const;  // its DP rank index
 
   // One forward step. logits: inputs.size() x vocab, row i the logits after entry i's last
@@ -130,6 +136,11 @@ class Engine {
   uint32_t max_tokens_per_rank() const;
   dev::NpuId dp_npu(uint32_t dp) const;
   uint32_t open_sequences() const;
+  // The paged KV cache of DP rank `dp`: positions per block, blocks free and in all.
+  uint32_t kv_block_positions() const;
+  uint32_t kv_free_blocks(uint32_t dp) const;
+  uint32_t kv_total_blocks(uint32_t dp) const;
+  uint32_t sequences_on(uint32_t dp) const;
   const DeviceWeights& weights() const;
   const ic::ExpertMap& expert_map() const;
   // Tokens each routed expert received since the engine opened (logical ids; the load

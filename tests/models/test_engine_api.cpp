@@ -90,6 +90,18 @@ TEST_CASE("models.engine: bad steps are refused naming the entry, and nothing ch
   const SeqId c = e->open_sequence(0).value();
   CHECK(step({{c, eight}, {b, three}}).ok());
   CHECK(e->open_sequence(5).status().code() == StatusCode::kOutOfRange);
+
+  // Admission: reserving more than the pool holds is refused and takes nothing.
+  const uint32_t free0 = e->kv_free_blocks(0);
+  const SeqId d = e->open_sequence(0).value();
+  CHECK(e->reserve_sequence(d, 16 * (free0 + 1)).code() == StatusCode::kResourceExhausted);
+  CHECK(e->kv_free_blocks(0) == free0);
+  CHECK(e->reserve_sequence(d, 17).ok());
+  CHECK(e->kv_free_blocks(0) == free0 - 2);
+  CHECK(e->sequence_capacity(d).value() == 32);
+  CHECK(e->close_sequence(d).ok());
+  CHECK(e->kv_free_blocks(0) == free0);
+  CHECK(e->kv_block_positions() == 16);
 }
 
 TEST_CASE("models.engine: an NPU lost during a step fails it and rolls the sequences back") {
