@@ -92,6 +92,8 @@ TEST_CASE("models.engine: bad steps are refused naming the entry, and nothing ch
   CHECK(e->open_sequence(5).status().code() == StatusCode::kOutOfRange);
 
   // Admission: reserving more than the pool holds is refused and takes nothing.
+  CHECK(e->close_sequence(c).ok());
+  CHECK(e->kv_free_blocks(0) == e->kv_total_blocks(0));
   const uint32_t free0 = e->kv_free_blocks(0);
   const SeqId d = e->open_sequence(0).value();
   CHECK(e->reserve_sequence(d, 16 * (free0 + 1)).code() == StatusCode::kResourceExhausted);
