@@ -64,7 +64,12 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
   s->config = c;
   if (options.npus.empty())
     for (uint32_t n = 0; n < runtime.num_devices(); ++n) options.npus.push_back(n);
-  const uint32_t R = static_cast<uint32_t>(options.npus.size());
+  if (options.ranks_per_npu == 0 || options.ranks_per_npu > runtime.topology().dies_per_npu)
+    return make_error(StatusCode::kInvalidArgument,
+                      "engine for '%s': ranks_per_npu %u; an NPU of this supernode has %u dies",
+                      c.name.c_str(), options.ranks_per_npu, runtime.topology().dies_per_npu);
+  const uint32_t rpn = options.ranks_per_npu;
+  const uint32_t R = static_cast<uint32_t>(options.npus.size()) * rpn;
   MOE_TRY(check_options(c, options, R));
   {
     std::vector<dev::NpuId> sorted = options.npus;
@@ -75,10 +80,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
   }
   const uint32_t dp = options.attention_dp == 0 ? R : options.attention_dp;
   for (uint32_t i = 0; i < dp; ++i) s->dp_ranks.push_back(static_cast<uint32_t>(uint64_t{i} * R / dp));
-  s->npus = options.npus;
+  for (uint32_t r = 0; r < R; ++r) {
+    s->npus.push_back(options.npus[r / rpn]);
+    s->dies.push_back(r % rpn);
+  }
 
   DevicePlacement placement;
-  placement.npus = options.npus;
+  placement.npus = s->npus;
   placement.dp_ranks = s->dp_ranks;
   placement.map = options.expert_map ? *options.expert_map : ic::ExpertMap::uniform(c.num_experts, R);
   placement.precision = options.precision;
@@ -97,6 +105,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
   if (c.num_moe_layers() > 0) {
     ic::MoeBufferConfig bc;
     bc.npus = options.npus;
+    bc.ranks_per_npu = rpn;
     bc.max_tokens_per_rank = options.max_tokens_per_rank;
     bc.hidden = c.hidden;
     bc.max_topk = c.top_k;
@@ -109,7 +118,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
     s->buffer = std::move(buffer).value();
   }
   for (uint32_t r = 0; r < R; ++r) {
-    auto stream = rt::Stream::create(runtime, options.npus[r], 0);
+    auto stream = rt::Stream::create(runtime, s->npus[r], s->dies[r]);
     if (!stream.ok()) return Status(stream.status()).with_context(strformat("engine: stream of EP rank %u", r));
     s->streams.push_back(std::move(stream).value());
   }
@@ -121,7 +130,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
   shape.block_positions = options.kv_block_positions;
   shape.num_blocks = options.kv_blocks_per_rank;
   for (uint32_t d = 0; d < dp; ++d) {
-    MOE_TRY_ASSIGN(KvPool pool, KvPool::create(runtime.memory(), options.npus[s->dp_ranks[d]], d, shape));
+    MOE_TRY_ASSIGN(KvPool pool, KvPool::create(runtime.memory(), s->npus[s->dp_ranks[d]], d, shape));
     s->pools.push_back(std::move(pool));
   }
   s->seqs_per_dp.assign(dp, 0);

@@ -1,9 +1,9 @@
 // The MoE engine: a model's forward pass over the Runtime, experts spread over the supernode.
 //
 // Deployment (DeepSeek-V3's, at any scale from 1 NPU to 384):
-//  - Expert parallelism: every NPU of the engine is one EP rank; the routed experts of each MoE
-//    layer are placed over the ranks by an ExpertMap (default: contiguous blocks, DeepEP's
-//    layout; redundant replicas of hot experts allowed). Tokens travel to their experts and
+//  - Expert parallelism: every NPU (or every die: ranks_per_npu) of the engine is one EP
+//    rank; the routed experts of each MoE layer are placed over the ranks by an ExpertMap
+//    (default: contiguous blocks, DeepEP's layout; redundant replicas of hot experts allowed). Tokens travel to their experts and
 //    back by the interconnect's fused dispatch and combine (interconnect/moe_dispatch.h) over
 //    one MoeBuffer.
 //  - Attention data parallelism: `attention_dp` of the EP ranks (spread evenly over the list)
@@ -58,7 +58,9 @@ namespace moe::models {
 struct EngineState;  // engine_state.h
 
 struct EngineOptions {
-  std::vector<dev::NpuId> npus;       // the EP ranks; empty: every NPU of the runtime
+  std::vector<dev::NpuId> npus;       // the NPUs; empty: every NPU of the runtime
+  uint32_t ranks_per_npu = 1;         // EP ranks per NPU: 1 (NPU-level) or up to its dies
+                                      // (rank r is die r % n of npus[r / n])
   uint32_t attention_dp = 0;          // DP ranks among them; 0: all of them
   std::optional<ic::ExpertMap> expert_map;  // default: ExpertMap::uniform(experts, ranks)
   ExpertPrecision precision = ExpertPrecision::kBf16;  // routed and shared experts
@@ -131,7 +133,7 @@ class Engine {
                  StepStats* stats = nullptr);
 
   const ModelConfig& config() const;
-  uint32_t num_ranks() const;
+  uint32_t num_ranks() const;  // EP ranks (NPUs x ranks_per_npu)
   uint32_t num_dp_ranks() const;
   uint32_t max_tokens_per_rank() const;
   dev::NpuId dp_npu(uint32_t dp) const;

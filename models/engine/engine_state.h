@@ -68,10 +68,11 @@ struct EngineState {
   ModelConfig config;
   EngineOptions options;
   DeviceWeights weights;
-  std::vector<dev::NpuId> npus;
+  std::vector<dev::NpuId> npus;  // per EP rank: its NPU
+  std::vector<uint32_t> dies;    // per EP rank: its die (ranks_per_npu > 1)
   std::vector<uint32_t> dp_ranks;
   std::unique_ptr<ic::MoeBuffer> buffer;
-  std::vector<std::unique_ptr<rt::Stream>> streams;  // per EP rank: die 0's compute stream
+  std::vector<std::unique_ptr<rt::Stream>> streams;  // per EP rank: its die's compute stream
   std::vector<KvPool> pools;                         // per DP rank
   std::vector<EngineSequence> seqs;
   std::vector<uint32_t> free_seq_slots;

@@ -170,7 +170,7 @@ TEST_CASE("models.engine: generation is seeded per request, batch-independent, c
   CHECK(tokens_to_text(bytes_to_tokens("a\\b\n")) == "a\\\\b\\n");
 }
 
-TEST_CASE("models.engine: W8A8 experts and INT8 dispatch stay close to BF16; replicas change nothing") {
+TEST_CASE("models.engine: W8A8 experts and INT8 dispatch stay close to BF16; replicas and per-die ranks change nothing") {
   const uint32_t V = weights().config().vocab_size;
   auto logits_of = [&](EngineOptions o) {
     auto rt = open_n8();
@@ -191,21 +191,29 @@ TEST_CASE("models.engine: W8A8 experts and INT8 dispatch stay close to BF16; rep
   for (uint32_t e = 0; e < 384; e += 7) REQUIRE(map.add_replica(e, (e / 48 + 3) % 8).ok());
   r.expert_map = map;
   const auto replicated = logits_of(r);
-  double scale = 0, d8 = 0, dr = 0;
+  EngineOptions dies;
+  dies.ranks_per_npu = 2;  // 16 EP ranks: one per die of n8's 8 NPUs
+  const auto per_die = logits_of(dies);
+  double scale = 0, d8 = 0, dr = 0, dd = 0;
   for (uint32_t v = 0; v < V; ++v) {
     scale = std::max(scale, double(std::fabs(ref[v])));
     d8 = std::max(d8, double(std::fabs(ref[v] - int8[v])));
     dr = std::max(dr, double(std::fabs(ref[v] - replicated[v])));
+    dd = std::max(dd, double(std::fabs(ref[v] - per_die[v])));
   }
   MESSAGE("INT8 vs BF16: max logit difference " << d8 << " of " << scale);
   CHECK(d8 > 0);                // quantisation is really on
   CHECK(d8 < 0.05 * scale);
   CHECK(dr < 1e-4 * scale);     // a replica computes what the original would
+  CHECK(dd < 1e-4 * scale);     // experts over dies instead of NPUs: the same model
 
   // Options that cannot work are refused by name.
   auto rt = open_n8();
   EngineOptions bad;
   bad.attention_dp = 9;
+  CHECK(Engine::create(*rt, weights(), bad).status().code() == StatusCode::kInvalidArgument);
+  bad = {};
+  bad.ranks_per_npu = 3;
   CHECK(Engine::create(*rt, weights(), bad).status().code() == StatusCode::kInvalidArgument);
   bad = {};
   bad.npus = {1, 1};
