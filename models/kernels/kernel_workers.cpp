@@ -2,10 +2,12 @@
 //
 // Design notes:
 //  - One job at a time: the caller publishes (fn, ctx, num_tasks) under mutex_ with a new
-//    generation and wakes every worker; each worker runs the generation once, claiming tasks
-//    from next_task_ until none is left, then counts itself out (busy_workers_). The caller
-//    drains as lane 0 and waits for the count to reach zero, so no worker can still be
-//    reading the job when run() returns and the next job is published.
+//    generation and wakes every worker. A worker that wakes while the job is open (fn_ set)
+//    counts itself in (busy_workers_) and copies the job, claims tasks from next_task_ until
+//    none is left, then counts itself out. The caller drains as lane 0, then closes the job
+//    (fn_ = nullptr) and waits for the count to reach zero: workers that had not woken yet
+//    skip the job, so the caller never waits for a thread the OS has not scheduled, and no
+//    worker can still be reading the job when run() returns and the next one is published.
 //  - A thread-local flag marks threads inside a job (workers and the caller while draining):
 //    a nested run() goes inline instead of deadlocking on job_mutex_.
 #include "models/kernels/kernel_workers.h"
@@ -64,13 +66,22 @@ void KernelWorkers::worker_main(uint32_t lane) {
   tl_in_job = true;  // a worker thread only ever runs tasks
   uint64_t seen = 0;
   for (;;) {
+    TaskFn fn;
+    void* ctx;
+    uint32_t num_tasks;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
+      if (fn_ == nullptr) continue;  // woke after the caller closed the job: nothing to do
+      ++busy_workers_;
+      fn = fn_;
+      ctx = ctx_;
+      num_tasks = num_tasks_;
     }
-    drain(lane);
+    for (uint32_t t = next_task_.fetch_add(1); t < num_tasks; t = next_task_.fetch_add(1))
+      fn(ctx, t, lane);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--busy_workers_ == 0) done_.notify_one();
@@ -94,14 +105,17 @@ void KernelWorkers::run(uint32_t num_tasks, TaskFn fn, void* ctx) {
     ctx_ = ctx;
     num_tasks_ = num_tasks;
     next_task_.store(0);
-    busy_workers_ = static_cast<uint32_t>(threads_.size());
+    busy_workers_ = 0;
     ++generation_;
   }
   wake_.notify_all();
   tl_in_job = true;
   drain(0);
   tl_in_job = false;
+  // Every task is claimed. Close the job (a worker not yet awake will skip it: under load
+  // it may not be scheduled for milliseconds) and wait only for those still running a task.
   std::unique_lock<std::mutex> lock(mutex_);
+  fn_ = nullptr;
   done_.wait(lock, [&] { return busy_workers_ == 0; });
 }
 
