@@ -57,17 +57,32 @@ Status Runtime::open_host() {
     MOE_TRY_ASSIGN(host_topology_, host::HostTopology::discover());
   }
   MOE_TRY_ASSIGN(placement_, host::plan_placement(topology(), host_topology_, h.placement));
-  mem::HostMemoryOptions memory_options;
-  memory_options.synthetic = host_topology_.synthetic_description();
-  memory_options.xml_file = h.topology_xml;
-  MOE_TRY_ASSIGN(host_memory_, mem::HostMemory::create(memory_options));
   return Status();
+}
+
+const Status& Runtime::open_host_memory() {
+  std::call_once(host_memory_once_, [this] {
+    // The same host as host_topology_: its synthetic description, or the same XML file.
+    mem::HostMemoryOptions memory_options;
+    memory_options.synthetic = host_topology_.synthetic_description();
+    memory_options.xml_file = options_.host.topology_xml;
+    auto created = mem::HostMemory::create(memory_options);
+    if (created.ok()) {
+      host_memory_ = std::move(created).value();
+    } else {
+      host_memory_status_ = Status(created.status()).with_context("host memory for staging");
+      MOE_WARN("runtime: %s", host_memory_status_.to_string().c_str());
+    }
+    host_memory_opened_.store(true, std::memory_order_release);
+  });
+  return host_memory_status_;
 }
 
 StatusOr<mem::StagingBuffer> Runtime::allocate_staging(dev::NpuId npu, size_t bytes) {
   if (npu >= placement_.npus.size())
     return make_error(StatusCode::kOutOfRange, "staging buffer for NPU %u: the supernode has %zu NPUs",
                       npu, placement_.npus.size());
+  MOE_TRY(open_host_memory());
   return host_memory_->allocate_staging(bytes, placement_.npus[npu].numa_node);
 }
 
@@ -143,7 +158,11 @@ std::string Runtime::stats_json() {
   w.key("dispatch_threads").value(static_cast<uint64_t>(placement_.threads.size()));
   w.key("cores_used").value(placement_.cores_used);
   w.key("cores_shared").value(placement_.cores_shared);
-  w.key("threads_started").value(dispatch_ != nullptr);
+  {
+    std::lock_guard<std::mutex> lock(dispatch_mu_);
+    w.key("threads_started").value(dispatch_ != nullptr);
+  }
+  w.key("host_memory_opened").value(host_memory_opened());
   w.end_object();
   w.key("counters").raw(stats::stats_to_json());
   w.end_object();
@@ -153,6 +172,7 @@ std::string Runtime::stats_json() {
 Runtime::~Runtime() {
   if (dispatch_ != nullptr) dispatch_->shutdown().ignore();
   dispatch_.reset();
+  host_memory_.reset();
   transport_.reset();
   memory_.reset();
   driver_.reset();

@@ -10,17 +10,22 @@
 // the cost model advances. The mode is chosen at open and applies to every stream.
 //
 // Host side (DESIGN.md §5 runtime): open() also loads the host topology (this machine by
-// hwloc, or a synthetic / XML host for planning), plans NUMA-affine placement
-// (runtime/host/placement.h: which host NUMA node and core serve each NPU) and makes staging
-// buffers on the node nearest an NPU (allocate_staging). Dispatch threads, one per planned
-// group of NPUs and bound to the planned core, start on first use (dispatch_threads(),
-// for_each_device()) so a runtime that never feeds NPUs from several threads starts none.
+// hwloc, or a synthetic / XML host for planning) and plans NUMA-affine placement
+// (runtime/host/placement.h: which host NUMA node and core serve each NPU). Two things
+// start on first use, so a runtime that never needs them pays nothing for them:
+//  - host memory (memory/host_memory.h, its own hwloc topology: memory/ sits below runtime/
+//    and cannot share runtime/host's) opens on the first allocate_staging(), which makes
+//    staging buffers on the NUMA node nearest an NPU;
+//  - dispatch threads, one per planned group of NPUs and bound to the planned core
+//    (dispatch_threads(), for_each_device()).
 //
 // Thread-safety: the accessors are const and may be called from any thread; the owned
 // objects keep their own contracts (driver.h, global_memory.h, transport.h).
-// allocate_staging, dispatch_threads and for_each_device are thread-safe.
+// allocate_staging, dispatch_threads and for_each_device are thread-safe (the lazy starts
+// happen once, under std::call_once / a mutex).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -110,8 +115,13 @@ class Runtime {
   const host::HostTopology& host_topology() const { return host_topology_; }
   const host::PlacementPlan& placement() const { return placement_; }
   // `bytes` (> 0) of host memory on the NUMA node nearest `npu` (placement().npus[npu]).
-  // kOutOfRange for an unknown NPU; host_memory.h's errors. The runtime outlives the buffer.
+  // The first call opens host memory (loads its topology; later calls wait for that and then
+  // share it). kOutOfRange for an unknown NPU; host_memory.h's errors; when host memory
+  // could not be opened, that error (prefixed "host memory for staging") on every call.
+  // The runtime outlives the buffer.
   StatusOr<mem::StagingBuffer> allocate_staging(dev::NpuId npu, size_t bytes);
+  // True once allocate_staging has opened host memory (successfully or not).
+  bool host_memory_opened() const { return host_memory_opened_.load(std::memory_order_acquire); }
   // The dispatch threads, started on the first call (bound as planned; a binding refused by
   // the OS leaves a thread unbound and is reported in the pool's workers()).
   StatusOr<host::DispatchThreadPool*> dispatch_threads();
@@ -124,7 +134,8 @@ class Runtime {
                          const std::function<Status(dev::NpuId)>& fn);
 
   // Statistics of every layer as one JSON object: {"devices": N, "memory": {...},
-  // "placement": {...}, "counters": {...}} (counters: stats.h, every registered counter).
+  // "placement": {..., "threads_started", "host_memory_opened"}, "counters": {...}}
+  // (counters: stats.h, every registered counter).
   std::string stats_json();
 
   // Attaches a trace (trace.h) that streams and graphs fill from now on; nullptr detaches.
@@ -134,15 +145,20 @@ class Runtime {
 
  private:
   Runtime() = default;
-  // Loads the host topology, plans placement and opens host memory (open()'s last step).
+  // Loads the host topology and plans placement (open()'s last step).
   Status open_host();
+  // Opens host_memory_ once (allocate_staging's first call); the outcome, kept.
+  const Status& open_host_memory();
   RuntimeOptions options_;
   std::unique_ptr<dev::Driver> driver_;
   std::unique_ptr<mem::GlobalMemory> memory_;
   std::unique_ptr<ic::Transport> transport_;
   host::HostTopology host_topology_;
   host::PlacementPlan placement_;
+  std::once_flag host_memory_once_;  // host_memory_ and its status are set once, inside it
+  Status host_memory_status_;
   std::unique_ptr<mem::HostMemory> host_memory_;
+  std::atomic<bool> host_memory_opened_{false};
   std::mutex dispatch_mu_;  // guards the lazy start of dispatch_
   std::unique_ptr<host::DispatchThreadPool> dispatch_;
   Trace* trace_ = nullptr;

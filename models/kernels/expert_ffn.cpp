@@ -6,10 +6,16 @@
 //  - The gather is skipped when an expert's rows are a contiguous run of x (src_rows empty):
 //    the shared expert and single-expert banks read x in place.
 //  - Everything is validated before the first product, so bad input writes nothing.
+//  - Concurrent experts: tasks write disjoint output rows and each lane has its own scratch,
+//    grown before the job starts; a task touches no shared mutable state. On a 2-core host
+//    under load, dynamic claiming of many tasks by single-threaded products keeps both cores
+//    busy where one multi-threaded product per expert waits on a barrier per call.
 #include "models/kernels/expert_ffn.h"
 
 #include "runtime/base/check.h"
+#include "runtime/base/strformat.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -60,76 +66,172 @@ StatusOr<ExpertBank> ExpertBank::create(uint32_t hidden, uint32_t inter,
   return bank;
 }
 
+// silu(g) * u over n values. Written as plain arithmetic on arrays (no branch, no aliasing
+// between the operands) so the compiler may vectorise the loop around the exp call.
+void swiglu(const float* __restrict g, const float* __restrict u, float* __restrict a,
+            uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 struct ExpertRunner {
+  // Expert j on `rows` dense rows of x into y, with lane scratch s (already sized).
   static void run_one(const ExpertBank& b, uint32_t j, const float* x, uint32_t rows, float* y,
-                      ExpertWorkspace& ws) {
+                      ExpertLaneScratch& s) {
     const uint32_t I = b.inter_;
-    if (ws.gate_up.size() < uint64_t{rows} * 2 * I) ws.gate_up.resize(uint64_t{rows} * 2 * I);
-    if (ws.act.size() < uint64_t{rows} * I) ws.act.resize(uint64_t{rows} * I);
     const bool q = b.precision_ == ExpertPrecision::kInt8;
     if (q)
-      linear_int8_rows(x, rows, b.gate_up_q_[j], ws.gate_up.data(), false);
+      linear_int8_rows(x, rows, b.gate_up_q_[j], s.gate_up.data(), false);
     else
-      linear_rows(x, rows, b.gate_up_[j], ws.gate_up.data(), false);
+      linear_rows(x, rows, b.gate_up_[j], s.gate_up.data(), false);
     for (uint32_t r = 0; r < rows; ++r) {
-      const float* g = ws.gate_up.data() + uint64_t{r} * 2 * I;
-      const float* u = g + I;
-      float* a = ws.act.data() + uint64_t{r} * I;
-      for (uint32_t i = 0; i < I; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      const float* g = s.gate_up.data() + uint64_t{r} * 2 * I;
+      swiglu(g, g + I, s.act.data() + uint64_t{r} * I, I);
     }
     if (q)
-      linear_int8_rows(ws.act.data(), rows, b.down_q_[j], y, false);
+      linear_int8_rows(s.act.data(), rows, b.down_q_[j], y, false);
     else
-      linear_rows(ws.act.data(), rows, b.down_[j], y, false);
+      linear_rows(s.act.data(), rows, b.down_[j], y, false);
   }
 };
 
-Status run_experts(const ExpertBank& bank, std::span<const float> x, uint32_t num_x,
-                   std::span<const uint32_t> offsets, std::span<const uint32_t> src_rows,
-                   std::span<float> out, ExpertWorkspace& ws) {
-  const uint32_t H = bank.hidden(), n = bank.size();
-  if (x.size() != uint64_t{num_x} * H)
+namespace {
+
+// Everything a task needs, shared read-only by the lanes.
+struct RunContext {
+  std::span<const ExpertCall> calls;
+  ExpertWorkspace* ws;
+
+  void operator()(uint32_t task, uint32_t lane) const {
+    const ExpertTask& t = ws->tasks[task];
+    const ExpertCall& c = calls[t.call];
+    ExpertLaneScratch& s = ws->lanes[lane];
+    const uint64_t H = c.bank->hidden();
+    const float* in = c.x.data() + uint64_t{t.first} * H;
+    if (!c.src_rows.empty()) {
+      for (uint32_t i = 0; i < t.rows; ++i)
+        std::memcpy(s.gathered.data() + i * H, c.x.data() + uint64_t{c.src_rows[t.first + i]} * H,
+                    H * sizeof(float));
+      in = s.gathered.data();
+    }
+    ExpertRunner::run_one(*c.bank, t.expert, in, t.rows, c.out.data() + uint64_t{t.first} * H, s);
+  }
+};
+
+template <typename T>
+void grow_to(std::vector<T>& v, uint64_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+Status check_call(const ExpertCall& c) {
+  if (c.bank == nullptr)
+    return make_error(StatusCode::kInvalidArgument, "run_experts: no bank given");
+  const ExpertBank& bank = *c.bank;
+  const uint32_t H = bank.hidden(), n = bank.size(), num_x = c.num_x;
+  if (c.x.size() != uint64_t{num_x} * H)
     return make_error(StatusCode::kInvalidArgument, "run_experts: x has %zu values, not %u x %u",
-                      x.size(), num_x, H);
-  if (offsets.size() != uint64_t{n} + 1 || offsets[0] != 0)
+                      c.x.size(), num_x, H);
+  if (c.offsets.size() != uint64_t{n} + 1 || c.offsets[0] != 0)
     return make_error(StatusCode::kInvalidArgument,
                       "run_experts: %zu offsets for %u experts (need experts + 1, from 0)",
-                      offsets.size(), n);
+                      c.offsets.size(), n);
   for (uint32_t j = 0; j < n; ++j)
-    if (offsets[j + 1] < offsets[j])
+    if (c.offsets[j + 1] < c.offsets[j])
       return make_error(StatusCode::kInvalidArgument, "run_experts: offsets decrease at expert %u",
                         j);
-  const uint32_t rows = offsets[n];
-  if (out.size() != uint64_t{rows} * H)
+  const uint32_t rows = c.offsets[n];
+  if (c.out.size() != uint64_t{rows} * H)
     return make_error(StatusCode::kInvalidArgument,
-                      "run_experts: out has %zu values, not %u rows x %u", out.size(), rows, H);
-  if (src_rows.empty()) {
+                      "run_experts: out has %zu values, not %u rows x %u", c.out.size(), rows, H);
+  if (c.src_rows.empty()) {
     if (rows > num_x)
       return make_error(StatusCode::kInvalidArgument,
                         "run_experts: %u rows read x in place but x has %u rows", rows, num_x);
   } else {
-    if (src_rows.size() != rows)
+    if (c.src_rows.size() != rows)
       return make_error(StatusCode::kInvalidArgument, "run_experts: %zu src_rows for %u rows",
-                        src_rows.size(), rows);
+                        c.src_rows.size(), rows);
     for (uint32_t i = 0; i < rows; ++i)
-      if (src_rows[i] >= num_x)
+      if (c.src_rows[i] >= num_x)
         return make_error(StatusCode::kInvalidArgument,
-                          "run_experts: row %u reads x row %u of %u", i, src_rows[i], num_x);
-  }
-  for (uint32_t j = 0; j < n; ++j) {
-    const uint32_t first = offsets[j], count = offsets[j + 1] - first;
-    if (count == 0) continue;
-    const float* in = x.data() + uint64_t{first} * H;
-    if (!src_rows.empty()) {
-      if (ws.gathered.size() < uint64_t{count} * H) ws.gathered.resize(uint64_t{count} * H);
-      for (uint32_t i = 0; i < count; ++i)
-        std::memcpy(ws.gathered.data() + uint64_t{i} * H, x.data() + uint64_t{src_rows[first + i]} * H,
-                    H * sizeof(float));
-      in = ws.gathered.data();
-    }
-    ExpertRunner::run_one(bank, j, in, count, out.data() + uint64_t{first} * H, ws);
+                          "run_experts: row %u reads x row %u of %u", i, c.src_rows[i], num_x);
   }
   return ok_status();
+}
+
+}  // namespace
+
+Status run_experts(std::span<const ExpertCall> calls, ExpertWorkspace& ws,
+                   KernelWorkers* workers) {
+  for (size_t i = 0; i < calls.size(); ++i) {
+    Status st = check_call(calls[i]);
+    if (!st.ok()) return calls.size() == 1 ? st : st.with_context(strformat("call %zu", i));
+  }
+  // Too little work (tiny shapes, a row or two) is not worth waking the workers for: the
+  // estimate counts the products' FLOPs plus one pass over each active expert's weights.
+  uint64_t total_rows = 0;
+  double work = 0;
+  for (const ExpertCall& c : calls) {
+    const uint32_t n = c.bank->size();
+    uint32_t active = 0;
+    for (uint32_t j = 0; j < n; ++j) active += c.offsets[j + 1] > c.offsets[j] ? 1 : 0;
+    total_rows += c.offsets[n];
+    work += c.bank->flops(uint64_t{c.offsets[n]} + active);
+  }
+  const bool parallel = workers != nullptr && workers->lanes() > 1 &&
+                        work >= kExpertParallelMinFlops;
+  const uint32_t lanes = parallel ? workers->lanes() : 1;
+  // Tasks: one per expert with rows; with several lanes an expert larger than the cap is cut
+  // evenly. Each task repacks its expert's weights inside the BLAS, so pieces stay as large
+  // as balance allows: cap = max(kExpertTaskRows, half a lane's share of all rows). Largest
+  // first, so the lanes finish together.
+  const uint64_t cap =
+      std::max<uint64_t>(kExpertTaskRows, (total_rows + 2 * lanes - 1) / (2 * lanes));
+  ws.tasks.clear();
+  uint64_t need_gathered = 0, need_gate_up = 0, need_act = 0;
+  for (uint32_t ci = 0; ci < calls.size(); ++ci) {
+    const ExpertCall& c = calls[ci];
+    const uint64_t H = c.bank->hidden(), I = c.bank->inter();
+    for (uint32_t j = 0; j < c.bank->size(); ++j) {
+      const uint32_t first = c.offsets[j], count = c.offsets[j + 1] - first;
+      if (count == 0) continue;
+      const uint32_t pieces = lanes > 1 ? static_cast<uint32_t>((count + cap - 1) / cap) : 1;
+      for (uint32_t p = 0; p < pieces; ++p) {
+        const uint32_t lo = static_cast<uint32_t>(uint64_t{count} * p / pieces);
+        const uint32_t hi = static_cast<uint32_t>(uint64_t{count} * (p + 1) / pieces);
+        ws.tasks.push_back({ci, j, first + lo, hi - lo});
+        if (!c.src_rows.empty()) need_gathered = std::max(need_gathered, (hi - lo) * H);
+        need_gate_up = std::max(need_gate_up, (hi - lo) * 2 * I);
+        need_act = std::max(need_act, (hi - lo) * I);
+      }
+    }
+  }
+  if (ws.tasks.empty()) return ok_status();
+  if (lanes > 1)
+    std::stable_sort(ws.tasks.begin(), ws.tasks.end(),
+                     [](const ExpertTask& a, const ExpertTask& b) { return a.rows > b.rows; });
+  // Scratch grows here, on the calling thread: the tasks themselves never allocate.
+  if (ws.lanes.size() < lanes) ws.lanes.resize(lanes);
+  for (uint32_t l = 0; l < lanes; ++l) {
+    ExpertLaneScratch& s = ws.lanes[l];
+    grow_to(s.gathered, need_gathered);
+    grow_to(s.gate_up, need_gate_up);
+    grow_to(s.act, need_act);
+  }
+  RunContext ctx{calls, &ws};
+  const uint32_t num_tasks = static_cast<uint32_t>(ws.tasks.size());
+  if (lanes > 1) {
+    workers->run(num_tasks, ctx);
+  } else {
+    for (uint32_t t = 0; t < num_tasks; ++t) ctx(t, 0);
+  }
+  return ok_status();
+}
+
+Status run_experts(const ExpertBank& bank, std::span<const float> x, uint32_t num_x,
+                   std::span<const uint32_t> offsets, std::span<const uint32_t> src_rows,
+                   std::span<float> out, ExpertWorkspace& ws, KernelWorkers* workers) {
+  const ExpertCall call{&bank, x, num_x, offsets, src_rows, out};
+  return run_experts(std::span<const ExpertCall>(&call, 1), ws, workers);
 }
 
 Status group_by_expert(std::span<const int32_t> topk_ids, uint32_t num_tokens, uint32_t top_k,

@@ -18,8 +18,18 @@
 // products per expert, none per row). No weighting: routing weights are applied by the
 // caller (or by combine).
 //
-// Workspace: ExpertWorkspace holds every temporary; it grows to the largest call seen and
-// is reused, so a steady state allocates nothing. One workspace per thread.
+// Concurrency: given KernelWorkers (kernel_workers.h), the experts run concurrently, each
+// task on one lane with a single-threaded BLAS (calls with little work excepted, see
+// kExpertParallelMinFlops): one task per expert, an expert with more rows than
+// max(kExpertTaskRows, half a lane's share of the call's rows) cut evenly (each task makes
+// the BLAS repack the expert's weights, so pieces stay large); tasks start largest first and
+// are claimed dynamically. Without workers everything runs on the calling thread, one
+// expert after the other, with the BLAS's own threading. Either way each output row is computed by the same
+// products of the same inputs; only the BLAS's blocking of the row count may differ.
+//
+// Workspace: ExpertWorkspace holds every temporary (per lane) and the task list; it grows to
+// the largest call seen, on the calling thread before any task starts, and is reused, so a
+// steady state allocates nothing. One workspace per calling thread.
 // Thread-safety: a bank is immutable after creation (share it freely); run_experts writes
 // only its workspace and `out`.
 #pragma once
@@ -29,6 +39,7 @@
 #include <vector>
 
 #include "models/kernels/gemm.h"
+#include "models/kernels/kernel_workers.h"
 #include "runtime/base/status.h"
 
 namespace moe::models {
@@ -71,19 +82,55 @@ class ExpertBank {
   std::vector<Int8Weight> gate_up_q_, down_q_;  // kInt8
 };
 
-struct ExpertWorkspace {
+// Smallest cap on a task's rows when experts run concurrently (see the header note).
+inline constexpr uint32_t kExpertTaskRows = 128;
+// Below this much work (bank.flops(rows + active experts)) a call runs on the calling thread
+// even when given workers: waking them costs tens of microseconds.
+inline constexpr double kExpertParallelMinFlops = 1 << 24;
+
+// One lane's temporaries, each sized for the largest task the lane may run.
+struct ExpertLaneScratch {
   std::vector<float> gathered;  // rows x hidden
   std::vector<float> gate_up;   // rows x 2*inter
   std::vector<float> act;       // rows x inter
+};
+
+// Rows [first, first + rows) of expert `expert` (bank index) of call `call`, run as one task.
+struct ExpertTask {
+  uint32_t call = 0;
+  uint32_t expert = 0;
+  uint32_t first = 0;
+  uint32_t rows = 0;
+};
+
+struct ExpertWorkspace {
+  std::vector<ExpertLaneScratch> lanes;  // index = KernelWorkers lane
+  std::vector<ExpertTask> tasks;         // the current call's tasks, in start order
 };
 
 // Runs every expert of `bank` on its rows. x: num_x x hidden; offsets: bank.size() + 1
 // non-decreasing values from 0; src_rows: offsets.back() indexes < num_x (empty means
 // "row i reads x row i", which needs num_x >= offsets.back()); out: offsets.back() x hidden.
 // kInvalidArgument (nothing written) for sizes that do not match or an index out of range.
+// workers: run concurrently on them (see the header note); nullptr: on the calling thread.
 Status run_experts(const ExpertBank& bank, std::span<const float> x, uint32_t num_x,
                    std::span<const uint32_t> offsets, std::span<const uint32_t> src_rows,
-                   std::span<float> out, ExpertWorkspace& ws);
+                   std::span<float> out, ExpertWorkspace& ws, KernelWorkers* workers = nullptr);
+
+// Several run_experts calls (other banks, other inputs) as ONE job: their tasks share the
+// workers, so e.g. a layer's routed and shared experts balance together. Each call as above
+// (outputs must not overlap); every call is validated before anything runs (the error names
+// the call when there are several).
+struct ExpertCall {
+  const ExpertBank* bank = nullptr;
+  std::span<const float> x;
+  uint32_t num_x = 0;
+  std::span<const uint32_t> offsets;
+  std::span<const uint32_t> src_rows;
+  std::span<float> out;
+};
+Status run_experts(std::span<const ExpertCall> calls, ExpertWorkspace& ws,
+                   KernelWorkers* workers = nullptr);
 
 // Groups a router's choice by expert (the single-host layout): for num_tokens tokens with
 // top_k ids each (-1: none), offsets (num_experts + 1) and per row the token (src_rows) and

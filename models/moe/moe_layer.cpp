@@ -7,6 +7,9 @@
 //    group_by_expert; each token then sums its top-k rows in top-k order in FP32 (the
 //    reduction combine performs on the EP path, in its own order).
 //  - Shared experts are one bank run on every token (src_rows = 0..n-1 per shared expert).
+//    On the single-host path they run in the same job as the routed experts (one
+//    run_experts over both banks), so all experts balance over the kernel workers together;
+//    their outputs are still added after the routed sum, in the same order as before.
 //  - Every buffer is a member reused across calls: no allocation in steady state.
 #include "models/moe/moe_layer.h"
 
@@ -56,10 +59,10 @@ Status MoeLayerCommon::route_tokens(std::span<const float> x, uint32_t num_token
   return route(router_, logits_, num_tokens, bias_, out);
 }
 
-Status MoeLayerCommon::add_shared(std::span<const float> x, uint32_t num_tokens,
-                                  std::span<float> out) {
+bool MoeLayerCommon::prepare_shared(std::span<const float> x, uint32_t num_tokens,
+                                    ExpertCall* call) {
   const uint32_t S = shared_.size();
-  if (S == 0 || num_tokens == 0) return ok_status();
+  if (S == 0 || num_tokens == 0) return false;
   const uint64_t H = config_.hidden, n = num_tokens;
   shared_rows_.resize(S * n);
   shared_offsets_.resize(S + 1);
@@ -67,13 +70,27 @@ Status MoeLayerCommon::add_shared(std::span<const float> x, uint32_t num_tokens,
   for (uint32_t s = 0; s < S; ++s)
     for (uint32_t t = 0; t < n; ++t) shared_rows_[s * n + t] = t;
   shared_out_.resize(S * n * H);
-  MOE_TRY(run_experts(shared_, x, num_tokens, shared_offsets_,
-                      S == 1 ? std::span<const uint32_t>() : std::span<const uint32_t>(shared_rows_),
-                      shared_out_, ws_));
-  for (uint32_t s = 0; s < S; ++s) {
+  *call = ExpertCall{&shared_, x, num_tokens, shared_offsets_,
+                     S == 1 ? std::span<const uint32_t>() : std::span<const uint32_t>(shared_rows_),
+                     std::span<float>(shared_out_).first(S * n * H)};
+  return true;
+}
+
+void MoeLayerCommon::sum_shared(uint32_t num_tokens, std::span<float> out) const {
+  const uint64_t H = config_.hidden, n = num_tokens;
+  for (uint32_t s = 0; s < shared_.size(); ++s) {
     const float* so = shared_out_.data() + s * n * H;
-    for (uint64_t i = 0; i < n * H; ++i) out[i] += so[i];
+    float* o = out.data();
+    for (uint64_t i = 0; i < n * H; ++i) o[i] += so[i];
   }
+}
+
+Status MoeLayerCommon::add_shared(std::span<const float> x, uint32_t num_tokens,
+                                  std::span<float> out) {
+  ExpertCall call;
+  if (!prepare_shared(x, num_tokens, &call)) return ok_status();
+  MOE_TRY(run_experts(std::span<const ExpertCall>(&call, 1), ws_, &KernelWorkers::shared()));
+  sum_shared(num_tokens, out);
   return ok_status();
 }
 
@@ -106,19 +123,24 @@ Status MoeLayer::forward(std::span<const float> x, uint32_t num_tokens, std::spa
                           &grouping_));
   const uint32_t rows = grouping_.offsets.back();
   expert_out_.resize(uint64_t{rows} * H);
-  MOE_TRY(run_experts(routed_, x, num_tokens, grouping_.offsets, grouping_.src_rows, expert_out_,
-                      ws_));
+  // Routed and shared experts as one job, so they balance over the kernel workers together.
+  ExpertCall calls[2] = {
+      {&routed_, x, num_tokens, grouping_.offsets, grouping_.src_rows, expert_out_}, {}};
+  const size_t num_calls = prepare_shared(x, num_tokens, &calls[1]) ? 2 : 1;
+  MOE_TRY(run_experts(std::span<const ExpertCall>(calls, num_calls), ws_,
+                      &KernelWorkers::shared()));
   for (uint32_t t = 0; t < num_tokens; ++t) {
-    float* o = out.data() + t * H;
+    float* __restrict o = out.data() + t * H;
     std::fill(o, o + H, 0.0f);
     for (uint64_t k = 0; k < K; ++k) {
       const uint32_t row = grouping_.row_of_pair[t * K + k];
       const float w = routing_.topk_weights[t * K + k];
-      const float* e = expert_out_.data() + uint64_t{row} * H;
+      const float* __restrict e = expert_out_.data() + uint64_t{row} * H;
       for (uint64_t h = 0; h < H; ++h) o[h] += w * e[h];
     }
   }
-  return add_shared(x, num_tokens, out);
+  if (num_calls == 2) sum_shared(num_tokens, out);
+  return ok_status();
 }
 
 }  // namespace moe::models

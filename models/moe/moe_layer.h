@@ -69,6 +69,11 @@ class MoeLayerCommon {
   Status route_tokens(std::span<const float> x, uint32_t num_tokens, RouterOutput* out);
   // out += sum_s shared_s(x) over num_tokens tokens.
   Status add_shared(std::span<const float> x, uint32_t num_tokens, std::span<float> out);
+  // add_shared in two halves, so the shared experts can run in a job with other experts:
+  // prepare_shared sizes the buffers and describes the run (false: no shared expert or no
+  // token, nothing to run); after running it, sum_shared adds the results into out.
+  bool prepare_shared(std::span<const float> x, uint32_t num_tokens, ExpertCall* call);
+  void sum_shared(uint32_t num_tokens, std::span<float> out) const;
 
   ModelConfig config_;
   RouterConfig router_;

@@ -126,7 +126,7 @@ Status MoeLayerEp::forward(ic::MoeBuffer& buffer, std::span<const std::span<cons
     for (uint32_t i = 0; i < rr.num_rows(); ++i) src_rows_[i] = rr.rows[i].slot;
     expert_out_[r].resize(uint64_t{rr.num_rows()} * H);
     MOE_TRY(run_experts(banks_[r], received_[r], rr.num_slots, rr.expert_offsets, src_rows_,
-                        expert_out_[r], ws_));
+                        expert_out_[r], ws_, &KernelWorkers::shared()));
     expert_spans[r] = expert_out_[r];
   }
   Status s = ic::moe_combine(buffer, handle_, expert_spans, out);

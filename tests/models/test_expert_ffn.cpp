@@ -58,13 +58,13 @@ TEST_CASE("models.expert_ffn: grouped experts equal the double reference (BF16 a
     // INT8: two quantised products, each within about 1% of the row's scale.
     CHECK(check_rows(experts, x, offsets, src, out, p == ExpertPrecision::kInt8 ? 0.03 : 1e-5) == 0);
     // A second call of the same shape reuses the workspace: nothing grows.
-    const float* g = ws.gathered.data();
-    const float* gu = ws.gate_up.data();
-    const float* a = ws.act.data();
+    const float* g = ws.lanes[0].gathered.data();
+    const float* gu = ws.lanes[0].gate_up.data();
+    const float* a = ws.lanes[0].act.data();
     REQUIRE(run_experts(*bank, x, num_x, offsets, src, out, ws).ok());
-    CHECK(ws.gathered.data() == g);
-    CHECK(ws.gate_up.data() == gu);
-    CHECK(ws.act.data() == a);
+    CHECK(ws.lanes[0].gathered.data() == g);
+    CHECK(ws.lanes[0].gate_up.data() == gu);
+    CHECK(ws.lanes[0].act.data() == a);
     // In place (src_rows empty): row i reads x row i.
     const std::vector<uint32_t> contiguous = {0, 10, 10, 25, 25, 30};
     std::vector<float> out2(30 * kH);

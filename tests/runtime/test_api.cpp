@@ -253,6 +253,11 @@ TEST_CASE("rt.host: the runtime places staging buffers and dispatch threads on a
   const auto& plan = rt.placement();
   REQUIRE(plan.npus.size() == 16);
   REQUIRE(plan.nodes.size() == 8);
+  // Host memory opens on the first staging buffer, not at open; a bad NPU does not open it.
+  CHECK(!rt.host_memory_opened());
+  CHECK(rt.stats_json().find("\"host_memory_opened\":false") != std::string::npos);
+  CHECK(rt.allocate_staging(16, 4096).status().code() == moe::StatusCode::kOutOfRange);
+  CHECK(!rt.host_memory_opened());
   std::set<uint32_t> nodes_used;
   for (uint32_t npu = 0; npu < 16; ++npu) {
     auto staging = rt.allocate_staging(npu, 4096);
@@ -262,6 +267,8 @@ TEST_CASE("rt.host: the runtime places staging buffers and dispatch threads on a
     nodes_used.insert(staging->numa_node());
   }
   CHECK(nodes_used.size() > 1);  // the supernode's CPUs spread over the host's nodes
+  CHECK(rt.host_memory_opened());
+  CHECK(rt.stats_json().find("\"host_memory_opened\":true") != std::string::npos);
   CHECK(rt.allocate_staging(16, 4096).status().code() == moe::StatusCode::kOutOfRange);
 
   // Every NPU's function runs once, on its planned dispatch thread; NPUs of one plan thread
@@ -302,4 +309,38 @@ TEST_CASE("rt.host: the runtime places staging buffers and dispatch threads on a
   moe::RuntimeOptions both = options;
   both.host.topology_xml = "/nonexistent.xml";
   CHECK(moe::Runtime::open(both).status().code() == moe::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("rt.host: the first staging buffers, asked from several threads at once, open host "
+          "memory once and land on their NPUs' nodes") {
+  moe::RuntimeOptions options;
+  options.supernode = "n16";
+  options.open_transport = false;
+  options.host.synthetic = "pack:2 numa:4 core:8";
+  auto opened = moe::Runtime::open(options);
+  REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+  moe::Runtime& rt = **opened;
+  REQUIRE(!rt.host_memory_opened());
+  constexpr int kThreads = 4;
+  std::vector<moe::StatusOr<moe::mem::StagingBuffer>> got;
+  for (int i = 0; i < kThreads; ++i) got.emplace_back(moe::mem::StagingBuffer());
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i)
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      got[i] = rt.allocate_staging(static_cast<moe::dev::NpuId>(i * 4), 8192);
+    });
+  for (auto& t : threads) t.join();
+  CHECK(rt.host_memory_opened());
+  for (int i = 0; i < kThreads; ++i) {
+    CAPTURE(i);
+    REQUIRE_MESSAGE(got[i].ok(), got[i].status().to_string());
+    CHECK(got[i]->numa_node() == rt.placement().npus[i * 4].numa_node);
+    CHECK(got[i]->bytes() == 8192);
+    std::memset(got[i]->data(), i + 1, 8192);  // the memory is usable
+  }
+  for (int i = 0; i < kThreads; ++i)
+    CHECK(static_cast<unsigned char*>(got[i]->data())[8191] == i + 1);
 }
