@@ -49,6 +49,7 @@
 #include <cstdint>
 #include <string>
 
+#include "interconnect/moe_buffer.h"
 #include "models/model_config.h"
 #include "runtime/base/status.h"
 #include "runtime/device/work.h"
@@ -72,6 +73,10 @@ struct SimulateOptions {
   uint32_t microbatches = 1;     // 1 or 2 units in flight
   uint32_t moe_layers = 0xffffffffu;  // MoE layers simulated; 0: all; default (~0u): 4 / 2
   uint64_t seed = 1;             // routing draws
+  // How a dispatch's destinations learn it is complete (interconnect/moe_buffer.h): kAuto
+  // lets the buffer choose from its static config (kBarrier when a source reaches fewer
+  // (token, rank) pairs than there are ranks, as in small-batch decode).
+  ic::DispatchCompletion completion = ic::DispatchCompletion::kAuto;
 };
 
 // Modelled ns per step, scaled to every layer. Compute parts: the mean over the group's dies
@@ -112,10 +117,14 @@ struct SimulateResult {
   PartTimes parts;
   double comm_ns = 0;             // dispatch + combine
   double compute_busy_ns = 0;     // the busiest die's busy time
+  double hbm_bytes_per_die = 0;   // HBM bytes the step's kernels read and write, mean per die
+  double kernels_per_die = 0;     // kernel launches in the step, mean per die
   double exposed_comm_ns = 0;     // step - compute_busy, clamped to [0, comm]
   double unoverlapped_comm_share = 0;  // exposed / comm, in [0, 1]
   HbmBudget hbm;
+  ic::DispatchCompletion completion = ic::DispatchCompletion::kPerSourceFlags;  // resolved
   double wall_ms = 0;             // wall clock of the simulation
+  double wall_setup_ms = 0;       // of which opening the runtime, streams and buffers
 };
 
 // Checks the options against the model and the supernode's NPU count: kInvalidArgument
