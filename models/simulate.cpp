@@ -372,6 +372,16 @@ Status StepEngine::run(SimulateResult* res) {
     MOE_TRY(layer(c_.num_dense_layers + i, true, units));
     snaps.push_back(snapshot());
   }
+  // The FFN residual of a MoE layer is launched at the next layer's start (its combine is
+  // still in flight when the layer's work is issued): the window of the simulated layers
+  // holds k - 1 of them, so the last one's joins the window before the parts are scaled.
+  // The window's time stays the layer's end (the step's scaling measures end to end).
+  for (size_t u = 0; u < pending_.size(); ++u) MOE_TRY(flush_pending(uint32_t(u)));
+  if (k > 0) {
+    const double end_of_layers = snaps[k].time;
+    snaps[k] = snapshot();
+    snaps[k].time = end_of_layers;
+  }
   MOE_TRY(step_end());
   for (auto& s : streams_) MOE_TRY(s->synchronize());
   const Snapshot end = snapshot();
@@ -459,7 +469,7 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   if (o.npus == 0) o.npus = supernode_npus;
   if (o.ep == 0) o.ep = o.npus;
   res.moe_layers_total = c.num_moe_layers() + (o.mtp > 0 ? c.mtp_layers : 0);
-  if (o.moe_layers == 0xffffffffu) o.moe_layers = o.phase == Phase::kDecode ? 4 : 2;
+  if (o.moe_layers == 0xffffffffu) o.moe_layers = 2;
   res.moe_layers_simulated =
       o.moe_layers == 0 ? res.moe_layers_total : std::min(o.moe_layers, res.moe_layers_total);
   res.groups = o.npus / o.ep;

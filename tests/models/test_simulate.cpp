@@ -143,6 +143,10 @@ TEST_CASE("models.simulate: scaling from a few MoE layers agrees with simulating
   CHECK(scaled.moe_layers_simulated == 3);
   CHECK(scaled.step_ns == doctest::Approx(all.step_ns).epsilon(0.03));
   CHECK(scaled.parts.experts_ns == doctest::Approx(all.parts.experts_ns).epsilon(0.03));
+  // Every part scales, the FFN residual launched at the next layer's start included.
+  CHECK(scaled.parts.other_ns == doctest::Approx(all.parts.other_ns).epsilon(0.01));
+  CHECK(scaled.parts.attention_ns == doctest::Approx(all.parts.attention_ns).epsilon(0.01));
+  CHECK(scaled.kernels_per_die == doctest::Approx(all.kernels_per_die).epsilon(1e-9));
 }
 
 TEST_CASE("models.simulate: prefill runs the causal attention and chunks the MoE part") {
