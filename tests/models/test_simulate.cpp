@@ -116,6 +116,34 @@ TEST_CASE("models.simulate: two microbatches leave less communication un-overlap
   CHECK(one.exposed_comm_ns > 0);
 }
 
+// What a second microbatch costs: each layer's kernels run once per unit (twice the
+// launches, every weight streamed twice), while the tokens, and so the activation and KV
+// bytes, are only split. Bytes(B) = weights + tokens part: doubling the batch in one unit
+// adds the tokens part; a second unit adds the layers' weights again (not the LM head's:
+// the step's ends run once).
+TEST_CASE("models.simulate: two microbatches launch twice the kernels and read the weights twice") {
+  const ModelConfig c = small_model();
+  SimulateOptions o;
+  o.moe_layers = 0;
+  o.batch_per_npu = 32;
+  const SimulateResult one = run(o, c);
+  o.microbatches = 2;
+  const SimulateResult two = run(o, c);
+  o.microbatches = 1;
+  o.batch_per_npu = 64;
+  const SimulateResult one_double = run(o, c);
+  CHECK(two.kernels_per_die > 1.9 * one.kernels_per_die);
+  CHECK(two.kernels_per_die < 2.0 * one.kernels_per_die);
+  CHECK(one_double.kernels_per_die == one.kernels_per_die);
+  const double tokens_part = one_double.hbm_bytes_per_die - one.hbm_bytes_per_die;
+  const double weights = one.hbm_bytes_per_die - tokens_part;
+  const double lm_head = double(c.vocab_size) * c.hidden * 2.0;  // BF16, read once per step
+  CHECK(tokens_part > 0);
+  CHECK(weights > lm_head);
+  CHECK(two.hbm_bytes_per_die - one.hbm_bytes_per_die ==
+        doctest::Approx(weights - lm_head).epsilon(0.01));
+}
+
 TEST_CASE("models.simulate: MTP verifies two tokens per step and divides by 1 + P") {
   SimulateOptions o;
   o.moe_layers = 0;
