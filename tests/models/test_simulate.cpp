@@ -291,13 +291,16 @@ TEST_CASE("models.simulate: --json prints one object that parses, with every par
   CHECK(npus == 8);
   CHECK(v->find("clock")->text == "modelled");
   CHECK(v->find("model")->text == "deepseek-v3");
-  for (const char* key : {"step_ms", "tpot_ms", "tokens_per_s_per_npu", "unoverlapped_comm_share",
+  for (const char* key : {"step_ms", "tpot_ms", "tokens_per_s_per_npu", "comm_ms",
                           "hbm_bytes_per_die", "kernels_per_die", "wall_ms"}) {
     const JsonValue* f = v->find(key);
-    REQUIRE_MESSAGE(f != nullptr, key);
-    CHECK_MESSAGE(f->is_number(), key);
-    CHECK_MESSAGE(std::stod(f->text) > 0.0, key);
+    REQUIRE_MESSAGE(f != nullptr, std::string(key));
+    CHECK_MESSAGE(f->is_number(), std::string(key));
+    CHECK_MESSAGE(std::stod(f->text) > 0.0, std::string(key));
   }
+  const double share = std::stod(v->find("unoverlapped_comm_share")->text);
+  CHECK(share >= 0.0);
+  CHECK(share <= 1.0);
   const JsonValue* parts = v->find("parts");
   REQUIRE(parts != nullptr);
   double share_sum = 0;
