@@ -60,8 +60,8 @@ class UbEndpoint final : public Endpoint {
       MOE_WARN("endpoint of npu %u closed with an unreported error: %s", npu_,
                pending_error_.to_string().c_str());
     publish();
-    for (Batch& b : batches_)
-      if (b.staging) mem_.free(b.staging).ignore();
+    for (const std::unique_ptr<Batch>& b : batches_)
+      if (b && b->staging) mem_.free(b->staging).ignore();
   }
 
   Status init() {
@@ -495,7 +495,7 @@ class UbEndpoint final : public Endpoint {
   // or (inline != null) from host memory, staged now.
   Status coalesce(const dev::DevicePtr& dst, uint64_t src_offset, uint64_t bytes,
                   const uint8_t* inline_data) {
-    Batch& b = batches_[dst.npu];
+    Batch& b = batch(dst.npu);
     const bool staged = inline_data != nullptr;
     if (staged && functional() && b.staging_host == nullptr) MOE_TRY(make_staging(&b));
     auto staging_at = [&] { return (functional() ? b.staging_offset : 0) + b.staging_used; };
@@ -533,6 +533,14 @@ class UbEndpoint final : public Endpoint {
     return ok_status();
   }
 
+  // The batch of destination d, made on first use: an endpoint talks to few of the machine's
+  // NPUs, and an EP 384 MoeBuffer opens thousands of endpoints (12,288 at 32 contexts), so a
+  // Batch per NPU made up front cost ~40 KB and its zeroing per endpoint.
+  Batch& batch(dev::NpuId d) {
+    if (!batches_[d]) batches_[d] = std::make_unique<Batch>();
+    return *batches_[d];
+  }
+
   Status make_staging(Batch* b) {
     const uint64_t bytes = cfg_.caps.coalesce_bytes;
     const uint64_t align = std::bit_ceil(bytes);
@@ -554,8 +562,8 @@ class UbEndpoint final : public Endpoint {
 
   // Sends the batch of one destination as one fabric operation.
   Status flush_batch(dev::NpuId d) {
-    Batch& b = batches_[d];
-    if (!b.open) return ok_status();
+    if (!batches_[d] || !batches_[d]->open) return ok_status();
+    Batch& b = *batches_[d];
     FabricItem it;
     it.work.kind = dev::WorkKind::kTransfer;
     it.work.not_before = ModelTime{b.ready_ns};
@@ -587,7 +595,7 @@ class UbEndpoint final : public Endpoint {
   Status flush_all() {
     Status first;
     for (dev::NpuId d : open_list_) {
-      batches_[d].listed = false;
+      batches_[d]->listed = false;  // listed: made by coalesce
       Status s = flush_batch(d);
       if (!s.ok() && first.ok()) first = std::move(s);
     }
@@ -753,7 +761,7 @@ class UbEndpoint final : public Endpoint {
   std::vector<uint8_t> touched_;      // per NPU: put to since the last fence
   std::vector<dev::NpuId> touched_list_;
   std::vector<uint8_t> lost_;         // per NPU: found lost
-  std::vector<Batch> batches_;        // per destination NPU
+  std::vector<std::unique_ptr<Batch>> batches_;  // per destination NPU, made on first use
   std::vector<dev::NpuId> open_list_;
   Status pending_error_;
 

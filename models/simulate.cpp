@@ -96,6 +96,7 @@ class StepEngine {
   }
   Status layer(uint32_t layer_index, bool moe, const std::vector<Unit>& units);
   Status flush_pending(uint32_t unit);
+  Status sum_partials(uint32_t rank, uint64_t rows);
   Status step_end();
   void draw_routing(uint32_t tokens);
 
@@ -112,6 +113,8 @@ class StepEngine {
   std::vector<std::vector<int32_t>> ids_;
   std::vector<std::vector<float>> weights_;
   std::vector<std::array<double, kNumComputeParts>> busy_;  // per die
+  double hbm_bytes_ = 0;  // summed over the group's dies
+  double kernels_ = 0;
   std::vector<std::vector<double>> pending_;  // per unit: per rank combine end (< 0: none)
   std::vector<uint32_t> pending_tokens_;
   double comm_[2] = {0, 0};  // dispatch, combine latency sums
@@ -121,8 +124,10 @@ class StepEngine {
     std::vector<std::array<double, kNumComputeParts>> busy;
     double comm[2] = {0, 0};
     double time = 0;
+    double hbm_bytes = 0;
+    double kernels = 0;
   };
-  Snapshot snapshot() { return {busy_, {comm_[0], comm_[1]}, now()}; }
+  Snapshot snapshot() { return {busy_, {comm_[0], comm_[1]}, now(), hbm_bytes_, kernels_}; }
   std::vector<Unit> units_;
 };
 
@@ -156,7 +161,11 @@ Status StepEngine::launch(uint32_t rank, uint32_t die, Part part,
   if (costs.empty()) return Status();
   rt::Stream& s = stream(rank, die);
   const double t0 = std::max(s.modelled_time().ns, s.not_before().ns);
-  for (const cost::KernelCost& k : costs) MOE_TRY(s.launch(cost::to_kernel(k)));
+  for (const cost::KernelCost& k : costs) {
+    MOE_TRY(s.launch(cost::to_kernel(k)));
+    hbm_bytes_ += k.hbm_bytes;
+    kernels_ += 1;
+  }
   busy_[rank * dies_ + die][part] += s.modelled_time().ns - t0;
   return Status();
 }
@@ -179,6 +188,16 @@ void StepEngine::draw_routing(uint32_t tokens) {
       }
     }
   }
+}
+
+// An FFN split over the dies by its intermediate dimension leaves one partial output per
+// die: die 0 adds them (`rows` tokens) once every die has finished its share.
+Status StepEngine::sum_partials(uint32_t rank, uint64_t rows) {
+  if (dies_ < 2 || rows == 0) return Status();
+  double t = 0;
+  for (uint32_t d = 0; d < dies_; ++d) t = std::max(t, stream(rank, d).modelled_time().ns);
+  MOE_TRY(stream(rank, 0).wait_until(ModelTime::from_ns(t)));
+  return launch(rank, 0, kExperts, {cost::residual_add_cost(rows, c_.hidden)});
 }
 
 // The FFN residual of a unit's previous layer: waits for its combine, then adds.
@@ -228,16 +247,17 @@ Status StepEngine::layer(uint32_t /*layer_index*/, bool moe, const std::vector<U
       }
       const uint32_t n = unit.moe_tokens;
       if (!moe) {
-        for (uint32_t r = 0; r < ep_; ++r)
+        for (uint32_t r = 0; r < ep_; ++r) {
           for (uint32_t d = 0; d < dies_; ++d) {
             const cost::ExpertFfnCost f = cost::expert_ffn_cost(
                 n, h, (c_.dense_intermediate + dies_ - 1) / dies_, o_.precision);
-            std::vector<cost::KernelCost> ks = {cost::rmsnorm_cost(share_of(n, dies_, d), h),
-                                                f.up_gate, f.swiglu, f.down};
-            if (d == 0 && dies_ > 1) ks.push_back(cost::residual_add_cost(n, h));  // partials
-            MOE_TRY(launch(r, d, kExperts, ks));
-            MOE_TRY(launch(r, d, kOther, {cost::residual_add_cost(share_of(n, dies_, d), h)}));
+            MOE_TRY(launch(r, d, kExperts,
+                           {cost::rmsnorm_cost(share_of(n, dies_, d), h), f.up_gate, f.swiglu, f.down}));
           }
+          MOE_TRY(sum_partials(r, n));
+          for (uint32_t d = 0; d < dies_; ++d)
+            MOE_TRY(launch(r, d, kOther, {cost::residual_add_cost(share_of(n, dies_, d), h)}));
+        }
         continue;
       }
       for (uint32_t r = 0; r < ep_; ++r)
@@ -277,13 +297,12 @@ Status StepEngine::layer(uint32_t /*layer_index*/, bool moe, const std::vector<U
         const ic::RankReceive& rx = hd.recv[r];
         std::vector<uint32_t> rows(rx.experts.size());
         for (size_t j = 0; j < rows.size(); ++j) rows[j] = rx.expert_offsets[j + 1] - rx.expert_offsets[j];
-        for (uint32_t d = 0; d < dies_; ++d) {
-          const cost::ExpertFfnCost f =
-              cost::grouped_expert_ffn_cost(rows, h, width_experts, o_.precision);
-          std::vector<cost::KernelCost> ks = {f.up_gate, f.swiglu, f.down};
-          if (d == 0 && dies_ > 1 && rx.num_slots > 0)
-            ks.push_back(cost::residual_add_cost(rx.num_slots, h));  // the dies' partials
-          if (f.rows > 0) MOE_TRY(launch(r, d, kExperts, ks));
+        const cost::ExpertFfnCost f =
+            cost::grouped_expert_ffn_cost(rows, h, width_experts, o_.precision);
+        if (f.rows > 0) {
+          for (uint32_t d = 0; d < dies_; ++d)
+            MOE_TRY(launch(r, d, kExperts, {f.up_gate, f.swiglu, f.down}));
+          MOE_TRY(sum_partials(r, rx.num_slots));
         }
         buf.advance_rank(r, ModelTime::from_ns(rank_compute_end(r)));
       }
@@ -353,6 +372,16 @@ Status StepEngine::run(SimulateResult* res) {
     MOE_TRY(layer(c_.num_dense_layers + i, true, units));
     snaps.push_back(snapshot());
   }
+  // The FFN residual of a MoE layer is launched at the next layer's start (its combine is
+  // still in flight when the layer's work is issued): the window of the simulated layers
+  // holds k - 1 of them, so the last one's joins the window before the parts are scaled.
+  // The window's time stays the layer's end (the step's scaling measures end to end).
+  for (size_t u = 0; u < pending_.size(); ++u) MOE_TRY(flush_pending(uint32_t(u)));
+  if (k > 0) {
+    const double end_of_layers = snaps[k].time;
+    snaps[k] = snapshot();
+    snaps[k].time = end_of_layers;
+  }
   MOE_TRY(step_end());
   for (auto& s : streams_) MOE_TRY(s->synchronize());
   const Snapshot end = snapshot();
@@ -383,6 +412,9 @@ Status StepEngine::run(SimulateResult* res) {
   res->parts.combine_ns = end.comm[1] + scale * (snaps[k].comm[1] - snaps[0].comm[1]);
   res->comm_ns = res->parts.dispatch_ns + res->parts.combine_ns;
   res->compute_busy_ns = busiest;
+  res->hbm_bytes_per_die =
+      (end.hbm_bytes + scale * (snaps[k].hbm_bytes - snaps[0].hbm_bytes)) / double(n_dies);
+  res->kernels_per_die = (end.kernels + scale * (snaps[k].kernels - snaps[0].kernels)) / double(n_dies);
   res->exposed_comm_ns = std::clamp(res->step_ns - busiest, 0.0, res->comm_ns);
   res->unoverlapped_comm_share = res->comm_ns > 0 ? res->exposed_comm_ns / res->comm_ns : 0.0;
   return Status();
@@ -437,7 +469,7 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   if (o.npus == 0) o.npus = supernode_npus;
   if (o.ep == 0) o.ep = o.npus;
   res.moe_layers_total = c.num_moe_layers() + (o.mtp > 0 ? c.mtp_layers : 0);
-  if (o.moe_layers == 0xffffffffu) o.moe_layers = o.phase == Phase::kDecode ? 4 : 2;
+  if (o.moe_layers == 0xffffffffu) o.moe_layers = 2;
   res.moe_layers_simulated =
       o.moe_layers == 0 ? res.moe_layers_total : std::min(o.moe_layers, res.moe_layers_total);
   res.groups = o.npus / o.ep;
@@ -459,7 +491,9 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   bc.dispatch_format = o.precision == dev::Precision::kInt8 ? ic::TokenFormat::kInt8 : ic::TokenFormat::kBf16;
   bc.combine_format = ic::TokenFormat::kBf16;
   bc.mode = ic::Mode::kTiming;
+  bc.completion = o.completion;
   MOE_TRY_ASSIGN(ic::MoeBufferLayout layout, ic::compute_moe_buffer_layout(bc));
+  res.completion = layout.completion;
   const uint32_t n_all = supernode_npus;
   const int64_t words = int64_t(m) * int64_t(layout.signal_words) + 2 * int64_t(n_all) * n_all +
                         64 * int64_t(n_all) + 16384;
@@ -473,6 +507,7 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   {
     StepEngine engine(*runtime, c, o, t);
     MOE_TRY(engine.init(bc, m));
+    res.wall_setup_ms = double(wall_now_ns() - wall0) * 1e-6;
     MOE_TRY(engine.run(&res));
   }
   res.options = o;
@@ -514,43 +549,66 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
 
 std::string simulate_result_to_json(const SimulateResult& r) {
   const SimulateOptions& o = r.options;
-  const double step_ms = r.step_ns * 1e-6, total = r.parts.total();
+  const double total = r.parts.total();
   auto share = [&](double v) { return total > 0 ? v / total : 0.0; };
-  std::string s = "{";
-  s += strformat("\"model\": \"%s\", \"supernode\": \"%s\", \"phase\": \"%s\", ", r.config.name.c_str(),
-                 o.supernode.c_str(), o.phase == Phase::kDecode ? "decode" : "prefill");
-  s += strformat("\"npus\": %u, \"ep\": %u, \"groups\": %u, \"experts_per_npu\": %u, ", o.npus, o.ep,
-                 r.groups, r.experts_per_npu);
-  s += strformat("\"batch_per_npu\": %u, \"kv_len\": %u, \"prefill_len\": %u, \"precision\": \"%s\", ",
-                 o.batch_per_npu, o.kv_len, o.prefill_len,
-                 o.precision == dev::Precision::kInt8 ? "int8" : "bf16");
-  s += strformat("\"mtp\": %u, \"mtp_accept\": %g, \"microbatches\": %u, \"units\": %u, ", o.mtp,
-                 o.mtp_accept, o.microbatches, r.units);
-  s += strformat("\"moe_layers_total\": %u, \"moe_layers_simulated\": %u, ", r.moe_layers_total,
-                 r.moe_layers_simulated);
-  s += "\"clock\": \"modelled\", ";
-  s += strformat("\"step_ms\": %.6f, \"tpot_ms\": %.6f, \"tokens_per_s_per_npu\": %.3f, ", step_ms,
-                 r.tpot_ns * 1e-6, r.tokens_per_s_per_npu);
-  s += "\"parts\": {";
+  JsonWriter w;
+  w.begin_object();
+  w.key("model").value(r.config.name);
+  w.key("supernode").value(o.supernode);
+  w.key("phase").value(o.phase == Phase::kDecode ? "decode" : "prefill");
+  w.key("npus").value(o.npus);
+  w.key("ep").value(o.ep);
+  w.key("groups").value(r.groups);
+  w.key("experts_per_npu").value(r.experts_per_npu);
+  w.key("batch_per_npu").value(o.batch_per_npu);
+  w.key("kv_len").value(o.kv_len);
+  w.key("prefill_len").value(o.prefill_len);
+  w.key("chunk_tokens").value(o.prefill_chunk_tokens);
+  w.key("precision").value(o.precision == dev::Precision::kInt8 ? "int8" : "bf16");
+  w.key("mtp").value(o.mtp);
+  w.key("mtp_accept").value(o.mtp_accept);
+  w.key("microbatches").value(o.microbatches);
+  w.key("units").value(r.units);
+  w.key("completion").value(ic::dispatch_completion_name(r.completion));
+  w.key("moe_layers_total").value(r.moe_layers_total);
+  w.key("moe_layers_simulated").value(r.moe_layers_simulated);
+  w.key("seed").value(o.seed);
+  w.key("clock").value("modelled");
+  w.key("step_ms").value(r.step_ns * 1e-6);
+  w.key("tpot_ms").value(r.tpot_ns * 1e-6);
+  w.key("tokens_per_s_per_npu").value(r.tokens_per_s_per_npu);
+  w.key("parts").begin_object();
   const char* names[5] = {"attention", "dispatch", "experts", "combine", "other"};
   const double vals[5] = {r.parts.attention_ns, r.parts.dispatch_ns, r.parts.experts_ns,
                           r.parts.combine_ns, r.parts.other_ns};
-  for (int i = 0; i < 5; ++i)
-    s += strformat("%s\"%s\": {\"ms\": %.6f, \"share\": %.6f}", i ? ", " : "", names[i],
-                   vals[i] * 1e-6, share(vals[i]));
-  s += "}, ";
-  s += strformat("\"comm_ms\": %.6f, \"compute_busy_ms\": %.6f, \"exposed_comm_ms\": %.6f, "
-                 "\"unoverlapped_comm_share\": %.6f, ",
-                 r.comm_ns * 1e-6, r.compute_busy_ns * 1e-6, r.exposed_comm_ns * 1e-6,
-                 r.unoverlapped_comm_share);
+  for (int i = 0; i < 5; ++i) {
+    w.key(names[i]).begin_object();
+    w.key("ms").value(vals[i] * 1e-6);
+    w.key("share").value(share(vals[i]));
+    w.end_object();
+  }
+  w.end_object();
+  w.key("hbm_bytes_per_die").value(r.hbm_bytes_per_die);
+  w.key("kernels_per_die").value(r.kernels_per_die);
+  w.key("comm_ms").value(r.comm_ns * 1e-6);
+  w.key("compute_busy_ms").value(r.compute_busy_ns * 1e-6);
+  w.key("exposed_comm_ms").value(r.exposed_comm_ns * 1e-6);
+  w.key("unoverlapped_comm_share").value(r.unoverlapped_comm_share);
   const HbmBudget& h = r.hbm;
-  s += strformat("\"hbm_per_npu\": {\"routed_expert_weights\": %.0f, \"shared_and_dense_weights\": %.0f, "
-                 "\"attention_side_weights\": %.0f, \"kv_cache\": %.0f, \"dispatch_buffers\": %.0f, "
-                 "\"total\": %.0f, \"capacity\": %.0f, \"fits\": %s}, ",
-                 h.routed_expert_weights, h.shared_and_dense_weights, h.attention_side_weights,
-                 h.kv_cache, h.dispatch_buffers, h.total, h.capacity, h.fits ? "true" : "false");
-  s += strformat("\"wall_ms\": %.3f}", r.wall_ms);
-  return s;
+  w.key("hbm_per_npu").begin_object();
+  w.key("routed_expert_weights").value(h.routed_expert_weights);
+  w.key("shared_and_dense_weights").value(h.shared_and_dense_weights);
+  w.key("attention_side_weights").value(h.attention_side_weights);
+  w.key("kv_cache").value(h.kv_cache);
+  w.key("dispatch_buffers").value(h.dispatch_buffers);
+  w.key("total").value(h.total);
+  w.key("capacity").value(h.capacity);
+  w.key("fits").value(h.fits);
+  w.end_object();
+  w.key("wall_ms").value(r.wall_ms);
+  w.key("wall_setup_ms").value(r.wall_setup_ms);
+  w.end_object();
+  return w.take();
 }
 
 std::string simulate_result_to_text(const SimulateResult& r) {
@@ -585,6 +643,8 @@ std::string simulate_result_to_text(const SimulateResult& r) {
   for (int i = 0; i < 5; ++i)
     s += strformat("    %-10s %10.3f ms  %5.1f%%\n", names[i], vals[i] * 1e-6,
                    total > 0 ? 100.0 * vals[i] / total : 0.0);
+  s += strformat("  per die: %.2f GB read or written in HBM by kernels, %.0f kernel launches (modelled step)\n",
+                 r.hbm_bytes_per_die * 1e-9, r.kernels_per_die);
   s += strformat("  communication %10.3f ms, un-overlapped %.3f ms: share %.3f  (modelled)\n",
                  r.comm_ns * 1e-6, r.exposed_comm_ns * 1e-6, r.unoverlapped_comm_share);
   const HbmBudget& h = r.hbm;
@@ -594,7 +654,9 @@ std::string simulate_result_to_text(const SimulateResult& r) {
                  format_bytes(uint64_t(h.shared_and_dense_weights)).c_str(),
                  format_bytes(uint64_t(h.attention_side_weights)).c_str(),
                  format_bytes(uint64_t(h.kv_cache)).c_str(), format_bytes(uint64_t(h.dispatch_buffers)).c_str());
-  s += strformat("  simulation took %.1f ms (wall)\n", r.wall_ms);
+  s += strformat("  dispatch completion: %s\n", ic::dispatch_completion_name(r.completion));
+  s += strformat("  simulation took %.1f ms (wall; %.1f ms of it opening the runtime and buffers)\n",
+                 r.wall_ms, r.wall_setup_ms);
   return s;
 }
 

@@ -27,14 +27,26 @@
 // in the order a two-batch overlap schedule issues it (attention A, dispatch A, attention
 // B, dispatch B, experts A, combine A, experts B, combine B, then A's residual and next
 // layer); each consumer waits (Stream::wait_until) for the modelled time its input arrived.
+// What two units cost: every kernel of a layer is launched once per unit, and a kernel
+// streams its weights from HBM each time it runs (a layer's weights are far larger than any
+// on-chip cache), so a decode step with two microbatches reads each die's attention, expert
+// and router weights twice and launches twice the kernels; FLOPs, activations and the KV
+// cache are the same. hbm_bytes_per_die and kernels_per_die in the result show it. Decode on
+// cm384 is weight-bound at the batches a 15 ms-class TPOT allows, so two microbatches are
+// slower there (README: the figures); prefill chunks are units anyway, so two in flight cost
+// nothing extra and hide communication.
 //
 // Layers: dense layers and the step's ends are simulated in full. MoE layers all have the
-// same shapes, but each draws its own routing; by default `moe_layers` of them (4 decode, 2
-// prefill) are simulated in sequence and the rest are scaled: the step gains, per remaining
-// layer, the mean modelled time of the simulated MoE layers after the first (steady state:
-// the first also fills the pipeline); the parts, the mean of all simulated ones. This is an
-// estimate of the expectation over routing draws, exact when every layer draws the same
-// routing. moe_layers = 0 simulates every layer (the tests check the two agree closely).
+// same shapes, but each draws its own routing; by default `moe_layers` = 2 of them are
+// simulated in sequence and the rest are scaled: the step gains, per remaining layer, the
+// mean modelled time of the simulated MoE layers after the first (steady state: the first
+// also fills the pipeline); the parts, the mean of all simulated ones (each layer's FFN
+// residual, launched at the next layer's start, counted with its layer). This is an estimate
+// of the expectation over routing draws, exact when every layer draws the same routing.
+// moe_layers = 0 simulates every layer (the tests check the two agree closely; DeepSeek-V3
+// decode b24 on cm384: 30.455 ms all 58, 30.475 ms with 2). The wall time is mostly the
+// simulated fabric operations of each dispatch and combine (O(ep x destinations) per layer),
+// so it grows with the simulated layers and with ep.
 //
 // MTP (decode only): with mtp = 1 every step verifies 2 tokens per sequence (a draft from
 // the previous step), runs the MTP module (one more MoE layer, its projection and a second
@@ -49,6 +61,7 @@
 #include <cstdint>
 #include <string>
 
+#include "interconnect/moe_buffer.h"
 #include "models/model_config.h"
 #include "runtime/base/status.h"
 #include "runtime/device/work.h"
@@ -70,8 +83,12 @@ struct SimulateOptions {
   uint32_t mtp = 0;              // 0 or 1 (decode)
   double mtp_accept = 0.7;       // acceptance of the draft token, in [0, 1]
   uint32_t microbatches = 1;     // 1 or 2 units in flight
-  uint32_t moe_layers = 0xffffffffu;  // MoE layers simulated; 0: all; default (~0u): 4 / 2
+  uint32_t moe_layers = 0xffffffffu;  // MoE layers simulated; 0: all; default (~0u): 2
   uint64_t seed = 1;             // routing draws
+  // How a dispatch's destinations learn it is complete (interconnect/moe_buffer.h): kAuto
+  // lets the buffer choose from its static config (kBarrier when a source reaches fewer
+  // (token, rank) pairs than there are ranks, as in small-batch decode).
+  ic::DispatchCompletion completion = ic::DispatchCompletion::kAuto;
 };
 
 // Modelled ns per step, scaled to every layer. Compute parts: the mean over the group's dies
@@ -112,10 +129,14 @@ struct SimulateResult {
   PartTimes parts;
   double comm_ns = 0;             // dispatch + combine
   double compute_busy_ns = 0;     // the busiest die's busy time
+  double hbm_bytes_per_die = 0;   // HBM bytes the step's kernels read and write, mean per die
+  double kernels_per_die = 0;     // kernel launches in the step, mean per die
   double exposed_comm_ns = 0;     // step - compute_busy, clamped to [0, comm]
   double unoverlapped_comm_share = 0;  // exposed / comm, in [0, 1]
   HbmBudget hbm;
+  ic::DispatchCompletion completion = ic::DispatchCompletion::kPerSourceFlags;  // resolved
   double wall_ms = 0;             // wall clock of the simulation
+  double wall_setup_ms = 0;       // of which opening the runtime, streams and buffers
 };
 
 // Checks the options against the model and the supernode's NPU count: kInvalidArgument

@@ -10,6 +10,7 @@
 
 #include "models/model_config.h"
 #include "models/simulate.h"
+#include "models/weights/json_parse.h"
 
 using namespace moe;
 using namespace moe::models;
@@ -115,6 +116,34 @@ TEST_CASE("models.simulate: two microbatches leave less communication un-overlap
   CHECK(one.exposed_comm_ns > 0);
 }
 
+// What a second microbatch costs: each layer's kernels run once per unit (twice the
+// launches, every weight streamed twice), while the tokens, and so the activation and KV
+// bytes, are only split. Bytes(B) = weights + tokens part: doubling the batch in one unit
+// adds the tokens part; a second unit adds the layers' weights again (not the LM head's:
+// the step's ends run once).
+TEST_CASE("models.simulate: two microbatches launch twice the kernels and read the weights twice") {
+  const ModelConfig c = small_model();
+  SimulateOptions o;
+  o.moe_layers = 0;
+  o.batch_per_npu = 32;
+  const SimulateResult one = run(o, c);
+  o.microbatches = 2;
+  const SimulateResult two = run(o, c);
+  o.microbatches = 1;
+  o.batch_per_npu = 64;
+  const SimulateResult one_double = run(o, c);
+  CHECK(two.kernels_per_die > 1.9 * one.kernels_per_die);
+  CHECK(two.kernels_per_die < 2.0 * one.kernels_per_die);
+  CHECK(one_double.kernels_per_die == one.kernels_per_die);
+  const double tokens_part = one_double.hbm_bytes_per_die - one.hbm_bytes_per_die;
+  const double weights = one.hbm_bytes_per_die - tokens_part;
+  const double lm_head = double(c.vocab_size) * c.hidden * 2.0;  // BF16, read once per step
+  CHECK(tokens_part > 0);
+  CHECK(weights > lm_head);
+  CHECK(two.hbm_bytes_per_die - one.hbm_bytes_per_die ==
+        doctest::Approx(weights - lm_head).epsilon(0.01));
+}
+
 TEST_CASE("models.simulate: MTP verifies two tokens per step and divides by 1 + P") {
   SimulateOptions o;
   o.moe_layers = 0;
@@ -142,6 +171,10 @@ TEST_CASE("models.simulate: scaling from a few MoE layers agrees with simulating
   CHECK(scaled.moe_layers_simulated == 3);
   CHECK(scaled.step_ns == doctest::Approx(all.step_ns).epsilon(0.03));
   CHECK(scaled.parts.experts_ns == doctest::Approx(all.parts.experts_ns).epsilon(0.03));
+  // Every part scales, the FFN residual launched at the next layer's start included.
+  CHECK(scaled.parts.other_ns == doctest::Approx(all.parts.other_ns).epsilon(0.01));
+  CHECK(scaled.parts.attention_ns == doctest::Approx(all.parts.attention_ns).epsilon(0.01));
+  CHECK(scaled.kernels_per_die == doctest::Approx(all.kernels_per_die).epsilon(1e-9));
 }
 
 TEST_CASE("models.simulate: prefill runs the causal attention and chunks the MoE part") {
@@ -183,16 +216,18 @@ TEST_CASE("models.simulate: bad options are refused naming the field") {
 
 namespace {
 
-int run_moe(const std::string& args, std::string* err) {
+// Runs `moe simulate ARGS`; *text gets its stderr (stdout when `want_stdout`).
+int run_moe(const std::string& args, std::string* text, bool want_stdout = false) {
   const char* dir = std::getenv("MOE_BIN_DIR");
   REQUIRE_MESSAGE(dir != nullptr, "MOE_BIN_DIR is not set (run through make test)");
-  const std::string cmd = std::string(dir) + "/moe simulate " + args + " 2>&1 >/dev/null";
+  const std::string cmd = std::string(dir) + "/moe simulate " + args +
+                          (want_stdout ? " 2>/dev/null" : " 2>&1 >/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
   char buf[4096];
   size_t n;
-  err->clear();
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) err->append(buf, n);
+  text->clear();
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) text->append(buf, n);
   const int status = pclose(p);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -215,4 +250,68 @@ TEST_CASE("models.simulate: the CLI refuses bad input with exit status 2 naming 
   CHECK(err.find("--mtp-accept") != std::string::npos);
   CHECK(run_moe("--frobnicate 1", &err) == 2);
   CHECK(err.find("--frobnicate") != std::string::npos);
+}
+
+TEST_CASE("models.simulate: the CLI names a missing value, a stray word and a bad mode") {
+  std::string err;
+  CHECK(run_moe("--npus", &err) == 2);
+  CHECK(err.find("--npus needs a value") != std::string::npos);
+  CHECK(run_moe("deepseek-v3", &err) == 2);  // the model is a flag, not a word
+  CHECK(err.find("unknown argument 'deepseek-v3'") != std::string::npos);
+  CHECK(run_moe("--completion sometimes", &err) == 2);
+  CHECK(err.find("--completion 'sometimes'") != std::string::npos);
+  CHECK(run_moe("--kv-len 4k", &err) == 2);
+  CHECK(err.find("expected an unsigned integer") != std::string::npos);
+  CHECK(run_moe("--seed -1", &err) == 2);
+  CHECK(run_moe("--phase prefill --mtp 1", &err) == 2);
+  CHECK(err.find("--mtp") != std::string::npos);
+  CHECK(run_moe("--microbatches 2 --batch-per-npu 1", &err) == 2);
+  CHECK(err.find("--microbatches 2") != std::string::npos);
+}
+
+TEST_CASE("models.simulate: --help lists every flag and exits 0") {
+  std::string out;
+  REQUIRE(run_moe("--help", &out, true) == 0);
+  for (const char* flag : {"--model", "--phase", "--npus", "--ep", "--batch-per-npu", "--kv-len",
+                           "--prefill-len", "--precision", "--mtp", "--mtp-accept", "--microbatches",
+                           "--supernode", "--chunk-tokens", "--moe-layers", "--completion", "--seed",
+                           "--json", "deepseek-v3", "modelled"})
+    CHECK_MESSAGE(out.find(flag) != std::string::npos, flag);
+}
+
+TEST_CASE("models.simulate: --json prints one object that parses, with every part") {
+  std::string out;
+  REQUIRE(run_moe("--supernode n8 --batch-per-npu 2 --moe-layers 1 --mtp 1 --json", &out, true) == 0);
+  auto v = parse_json(out.substr(0, out.find_last_not_of("\n") + 1));
+  REQUIRE_MESSAGE(v.ok(), v.status().to_string());
+  REQUIRE(v->is_object());
+  uint64_t npus = 0;
+  REQUIRE(v->find("npus") != nullptr);
+  CHECK(v->find("npus")->as_u64(&npus));
+  CHECK(npus == 8);
+  CHECK(v->find("clock")->text == "modelled");
+  CHECK(v->find("model")->text == "deepseek-v3");
+  for (const char* key : {"step_ms", "tpot_ms", "tokens_per_s_per_npu", "comm_ms",
+                          "hbm_bytes_per_die", "kernels_per_die", "wall_ms"}) {
+    const JsonValue* f = v->find(key);
+    REQUIRE_MESSAGE(f != nullptr, std::string(key));
+    CHECK_MESSAGE(f->is_number(), std::string(key));
+    CHECK_MESSAGE(std::stod(f->text) > 0.0, std::string(key));
+  }
+  const double share = std::stod(v->find("unoverlapped_comm_share")->text);
+  CHECK(share >= 0.0);
+  CHECK(share <= 1.0);
+  const JsonValue* parts = v->find("parts");
+  REQUIRE(parts != nullptr);
+  double share_sum = 0;
+  for (const char* part : {"attention", "dispatch", "experts", "combine", "other"}) {
+    const JsonValue* p = parts->find(part);
+    REQUIRE_MESSAGE(p != nullptr, part);
+    CHECK(std::stod(p->find("ms")->text) > 0.0);
+    share_sum += std::stod(p->find("share")->text);
+  }
+  CHECK(share_sum == doctest::Approx(1.0).epsilon(1e-6));
+  // The step's TPOT divides by 1 + P (MTP 1, default P 0.7).
+  CHECK(std::stod(v->find("tpot_ms")->text) ==
+        doctest::Approx(std::stod(v->find("step_ms")->text) / 1.7).epsilon(1e-6));
 }

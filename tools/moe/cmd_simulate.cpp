@@ -17,32 +17,58 @@ void simulate_usage(FILE* out) {
       "usage: moe simulate [--model NAME] [--phase decode|prefill] [--npus N] [--ep E]\n"
       "                    [--batch-per-npu B] [--kv-len L] [--prefill-len S] [--precision bf16|int8]\n"
       "                    [--mtp 0|1] [--mtp-accept P] [--microbatches 1|2] [--supernode S]\n"
-      "                    [--chunk-tokens C] [--moe-layers K] [--seed X] [--json]\n"
-      "  Runs one step of the model in timing mode (no payload; real dispatch/combine protocol,\n"
-      "  kernel costs on the runtime's streams) and prints modelled figures.\n"
+      "                    [--chunk-tokens C] [--moe-layers K] [--completion auto|flags|barrier]\n"
+      "                    [--seed X] [--json]\n"
+      "  Models one decode step (or one prefill) of a reference model at full size on the\n"
+      "  simulated supernode, in timing mode: no payload; kernel costs on the runtime's streams,\n"
+      "  tokens moved by the real fused dispatch/combine protocol, seeded uniform routing.\n"
+      "  Prints the step time (decode: and TPOT), tokens/s per NPU, the time per layer part\n"
+      "  (attention, dispatch, experts, combine, other), the share of communication left\n"
+      "  un-overlapped, and the HBM budget per NPU.\n"
+      "\n"
       "  --model NAME        a preset (default deepseek-v3): %s\n"
       "  --phase P           decode (one step of every sequence; default) or prefill (whole prompts)\n"
       "  --npus N            NPUs in attention data parallel (default: every NPU of the supernode)\n"
-      "  --ep E              NPUs per expert-parallel group; must divide N (default N)\n"
-      "  --batch-per-npu B   sequences per NPU (default 24 decode, 2 prefill)\n"
+      "  --ep E              NPUs per expert-parallel group; must divide N (default N); one group is\n"
+      "                      simulated, the others run the same shapes on disjoint NPUs\n"
+      "  --batch-per-npu B   decode: sequences per NPU (default 24); prefill: prompts per NPU (default 2)\n"
       "  --kv-len L          decode: cached positions per sequence (default 4096)\n"
       "  --prefill-len S     prefill: prompt tokens per sequence (default 4096)\n"
       "  --precision P       linear layers: int8 (W8A8, default) or bf16; INT8 also dispatches INT8\n"
       "  --mtp 0|1           decode: verify one draft token per step (multi-token prediction)\n"
       "  --mtp-accept P      acceptance of the draft, in [0,1] (default 0.7); TPOT = step / (1 + P)\n"
-      "  --microbatches 1|2  units in flight: 2 overlaps one's communication with the other's compute\n"
+      "  --microbatches 1|2  units in flight: 2 overlaps one's communication with the other's\n"
+      "                      compute (decode: the batch is halved, so every weight is read twice)\n"
       "  --supernode S       cm384 (default), n8, n16, n64 or a description file\n"
       "  --chunk-tokens C    prefill: tokens per NPU in one dispatch (default 512)\n"
-      "  --moe-layers K      MoE layers simulated, the rest scaled (default 4 decode, 2 prefill; 0: all)\n"
+      "  --moe-layers K      MoE layers simulated, the rest scaled from them (default 2; 0: all)\n"
+      "  --completion M      how dispatch completes: auto (default; the buffer picks from its\n"
+      "                      config), flags (per-source flags) or barrier\n"
       "  --seed X            routing draws (default 1)\n"
       "  --json              one JSON object instead of the report\n"
+      "\n"
       "  Every time is on the modelled clock except the simulation's own wall time.\n"
-      "  Exit status: 0 ok, 1 the simulation failed, 2 bad arguments.\n",
+      "  Exit status: 0 ok, 1 the simulation failed, 2 bad arguments.\n"
+      "  Examples:\n"
+      "    moe simulate --model deepseek-v3 --phase decode --batch-per-npu 24 --kv-len 4096 --precision int8\n"
+      "    moe simulate --phase decode --batch-per-npu 96 --mtp 1 --mtp-accept 0.7 --json\n"
+      "    moe simulate --phase prefill --ep 32 --batch-per-npu 2 --prefill-len 4096\n",
       [] {
         std::string s;
         for (const std::string& n : models::model_names()) s += (s.empty() ? "" : ", ") + n;
         return s;
       }().c_str());
+}
+
+// The flags that take a value (every other one but --json and --help is unknown).
+bool takes_value(const std::string& flag) {
+  static const char* const kFlags[] = {
+      "--model", "--phase", "--npus", "--ep", "--batch-per-npu", "--kv-len", "--prefill-len",
+      "--precision", "--mtp", "--mtp-accept", "--microbatches", "--supernode", "--chunk-tokens",
+      "--moe-layers", "--completion", "--seed"};
+  for (const char* f : kFlags)
+    if (flag == f) return true;
+  return false;
 }
 
 bool parse_u32(const char* text, uint32_t* out) {
@@ -69,8 +95,12 @@ int cmd_simulate(int argc, char** argv) {
       json = true;
       continue;
     }
+    if (!takes_value(arg)) {
+      std::fprintf(stderr, "moe simulate: unknown argument '%s'; see --help\n", arg.c_str());
+      return 2;
+    }
     if (i + 1 >= argc) {
-      std::fprintf(stderr, "moe simulate: %s needs a value (or is unknown); see --help\n", arg.c_str());
+      std::fprintf(stderr, "moe simulate: %s needs a value; see --help\n", arg.c_str());
       return 2;
     }
     const char* v = argv[++i];
@@ -89,6 +119,11 @@ int cmd_simulate(int argc, char** argv) {
       if (std::string(v) == "int8") o.precision = dev::Precision::kInt8;
       else if (std::string(v) == "bf16") o.precision = dev::Precision::kBf16;
       else return bad("expected bf16 or int8");
+    } else if (arg == "--completion") {
+      if (std::string(v) == "auto") o.completion = ic::DispatchCompletion::kAuto;
+      else if (std::string(v) == "flags") o.completion = ic::DispatchCompletion::kPerSourceFlags;
+      else if (std::string(v) == "barrier") o.completion = ic::DispatchCompletion::kBarrier;
+      else return bad("expected auto, flags or barrier");
     } else if (arg == "--supernode") {
       o.supernode = v;
     } else if (arg == "--mtp-accept") {
@@ -99,14 +134,9 @@ int cmd_simulate(int argc, char** argv) {
     } else if (arg == "--seed") {
       char* end = nullptr;
       o.seed = std::strtoull(v, &end, 10);
-      if (end == v || *end != '\0') return bad("expected an unsigned integer");
+      if (end == v || *end != '\0' || v[0] == '-') return bad("expected an unsigned integer");
     } else if (!parse_u32(v, &u)) {
-      if (arg == "--npus" || arg == "--ep" || arg == "--batch-per-npu" || arg == "--kv-len" ||
-          arg == "--prefill-len" || arg == "--mtp" || arg == "--microbatches" ||
-          arg == "--chunk-tokens" || arg == "--moe-layers")
-        return bad("expected an unsigned integer");
-      std::fprintf(stderr, "moe simulate: unknown argument '%s'; see --help\n", arg.c_str());
-      return 2;
+      return bad("expected an unsigned integer");
     } else if (arg == "--npus") {
       if (u == 0) return bad("must be >= 1");
       o.npus = u;
