@@ -7,5 +7,6 @@ namespace moe::tools {
 int cmd_run(int argc, char** argv);
 int cmd_describe(int argc, char** argv);
 int cmd_simulate(int argc, char** argv);
+int cmd_layer_dump(int argc, char** argv);
 
 }  // namespace moe::tools

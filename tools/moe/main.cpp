@@ -15,6 +15,8 @@ void usage(FILE* out) {
                "  run [--supernode S]      the main job on the simulated supernode\n"
                "  describe [--supernode S] [--json]  validate and print a supernode description\n"
                "  simulate [--model M] ... one model step at full size, timing mode (--help)\n"
+               "  layer-dump --model M --tokens T --out DIR ...  one MoE layer's input, weights,\n"
+               "                           routing and output as safetensors, for outside checks\n"
                "  info --config [--json]   every option: name, value, default, help\n"
                "  help                     this text\n"
                "Options are set from the environment as MOE_<NAME>=value.\n");
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   if (cmd == "info") return cmd_info(argc - 2, argv + 2);
   if (cmd == "run") return moe::tools::cmd_run(argc - 2, argv + 2);
   if (cmd == "simulate") return moe::tools::cmd_simulate(argc - 2, argv + 2);
+  if (cmd == "layer-dump") return moe::tools::cmd_layer_dump(argc - 2, argv + 2);
   if (cmd == "describe") return moe::tools::cmd_describe(argc - 2, argv + 2);
   std::fprintf(stderr, "moe: unknown command '%s'\n", cmd.c_str());
   usage(stderr);
