@@ -104,6 +104,12 @@ Status prepare_directory(const std::string& dir, bool force) {
                       "layer dump: '%s' exists and is not empty (choose a new directory, or "
                       "force to overwrite the dump's files in it)",
                       dir.c_str());
+  // Forced over an earlier dump: its manifest goes first, so that a dump failing half-way
+  // never leaves a manifest claiming the mixed files are complete.
+  const fs::path manifest = fs::path(dir) / "manifest.json";
+  if (fs::remove(manifest, ec); ec)
+    return make_error(StatusCode::kInvalidArgument, "layer dump: cannot remove '%s': %s",
+                      manifest.c_str(), ec.message().c_str());
   return ok_status();
 }
 
@@ -208,6 +214,8 @@ std::string readme_text(const ModelConfig& c, const LayerDumpRequest& r, uint32_
        "Formula (this runtime's MoE layer; checkpoint-compatible with DeepSeek-V3-style models):\n";
   for (const std::string& line : formula_lines(c, layer, r.precision)) s += "  " + line + "\n";
   s += "\nTolerance: " + tolerance_text(r.precision) + "\n";
+  s += "\nA checker in plain Python (standard library only, slow: small dumps) is in the source\n"
+       "tree: tools/moe/check_layer_dump.py DIR\n";
   return s;
 }
 

@@ -71,7 +71,8 @@ struct LayerDumpRequest {
   ExpertPrecision precision = ExpertPrecision::kBf16;
   std::string out_dir;                // created (with parents) if missing
   bool force = false;                 // write into an existing non-empty directory (our file
-                                      // names are replaced; other files are left alone)
+                                      // names are replaced, manifest.json removed first;
+                                      // other files are left alone)
   bool allow_large = false;           // lift the max_weight_bytes guard
   uint64_t max_weight_bytes = kDefaultMaxDumpWeightBytes;
   std::function<void(const LayerDumpProgress&)> progress = nullptr;  // optional
