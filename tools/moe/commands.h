@@ -8,5 +8,6 @@ int cmd_run(int argc, char** argv);
 int cmd_describe(int argc, char** argv);
 int cmd_simulate(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
+int cmd_layer_dump(int argc, char** argv);
 
 }  // namespace moe::tools

@@ -16,6 +16,8 @@ void usage(FILE* out) {
                "  describe [--supernode S] [--json]  validate and print a supernode description\n"
                "  generate [--prompt T]... text from the MoE engine on the supernode (--help)\n"
                "  simulate [--model M] ... one model step at full size, timing mode (--help)\n"
+               "  layer-dump --model M --tokens T --out DIR ...  one MoE layer's input, weights,\n"
+               "                           routing and output as safetensors, for outside checks\n"
                "  info --config [--json]   every option: name, value, default, help\n"
                "  help                     this text\n"
                "Options are set from the environment as MOE_<NAME>=value.\n");
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return moe::tools::cmd_run(argc - 2, argv + 2);
   if (cmd == "generate") return moe::tools::cmd_generate(argc - 2, argv + 2);
   if (cmd == "simulate") return moe::tools::cmd_simulate(argc - 2, argv + 2);
+  if (cmd == "layer-dump") return moe::tools::cmd_layer_dump(argc - 2, argv + 2);
   if (cmd == "describe") return moe::tools::cmd_describe(argc - 2, argv + 2);
   std::fprintf(stderr, "moe: unknown command '%s'\n", cmd.c_str());
   usage(stderr);
