@@ -79,6 +79,11 @@ StatusOr<MoeBufferLayout> compute_moe_buffer_layout(const MoeBufferConfig& c) {
       c.completion != DispatchCompletion::kBarrier)
     return make_error(StatusCode::kInvalidArgument, "moe buffer: unknown completion %u",
                       static_cast<unsigned>(c.completion));
+  for (size_t i = 0; i < c.source_ranks.size(); ++i)
+    if (c.source_ranks[i] >= ranks || (i > 0 && c.source_ranks[i] <= c.source_ranks[i - 1]))
+      return make_error(StatusCode::kInvalidArgument,
+                        "moe buffer: source_ranks must ascend below the %llu ranks; entry %zu is "
+                        "%u", static_cast<unsigned long long>(ranks), i, c.source_ranks[i]);
   MoeBufferLayout l;
   l.num_ranks = static_cast<uint32_t>(ranks);
   l.max_tokens_per_rank = c.max_tokens_per_rank;
@@ -173,8 +178,18 @@ StatusOr<std::unique_ptr<MoeBuffer>> MoeBuffer::create(Transport& transport,
       b->endpoints_[r].push_back(std::move(ep));
     }
   }
+  std::vector<dev::NpuId> barrier_npus = config.npus;
+  if (!config.source_ranks.empty()) {
+    b->source_mask_.assign(layout.num_ranks, 0);
+    barrier_npus.clear();
+    for (uint32_t r : config.source_ranks) {
+      b->source_mask_[r] = 1;
+      const dev::NpuId n = b->npu_of(r);
+      if (barrier_npus.empty() || barrier_npus.back() != n) barrier_npus.push_back(n);
+    }
+  }
   if (layout.completion == DispatchCompletion::kBarrier) {
-    MOE_TRY_ASSIGN(b->group_, transport.create_group(config.npus));
+    MOE_TRY_ASSIGN(b->group_, transport.create_group(barrier_npus));
   }
   if (config.mode == Mode::kTiming) b->shadow_headers_.resize(layout.num_ranks);
   return b;

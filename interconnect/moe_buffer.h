@@ -86,6 +86,12 @@ struct MoeBufferConfig {
   int64_t wait_timeout_wall_ns = -1;  // wait_until limit; < 0: IC_WAIT_TIMEOUT_MS
   // kAuto resolves from static fields only, so every rank picks the same without talking.
   DispatchCompletion completion = DispatchCompletion::kAuto;
+  // The ranks that may send (ascending; empty: every rank). With attention data parallelism
+  // over fewer NPUs than the EP group only the DP ranks dispatch; in kBarrier mode only their
+  // NPUs then meet in the barrier and one of them releases every rank (S arrivals + R release
+  // signals instead of 2R; moe_dispatch.h, Completion). A rank outside the list with tokens is
+  // refused by moe_dispatch.
+  std::vector<uint32_t> source_ranks;
 };
 
 // The sizing formula's result (see the header note). Bytes.
@@ -142,11 +148,17 @@ class MoeBuffer {
   uint32_t num_ranks() const { return layout_.num_ranks; }
   uint32_t issue_contexts() const { return contexts_; }
   DispatchCompletion completion() const { return layout_.completion; }
-  // kBarrier: the barrier group over the buffer's distinct NPUs (member i is npus[i]); the
-  // endpoint that enters it for NPU i is endpoint(i * ranks_per_npu, 0). Null otherwise.
+  // kBarrier: the barrier group over the buffer's distinct NPUs (member i is npus[i]; with
+  // source_ranks, over the source ranks' NPUs only); the endpoint that enters it for an NPU is
+  // context 0 of the NPU's first rank. Null otherwise.
   Group* barrier_group() const { return group_.get(); }
   Mode mode() const { return config_.mode; }
   dev::NpuId npu_of(uint32_t rank) const { return config_.npus[rank / config_.ranks_per_npu]; }
+  // Whether `rank` may send (every rank when source_ranks is empty).
+  bool is_source_rank(uint32_t rank) const {
+    return source_mask_.empty() || source_mask_[rank] != 0;
+  }
+  bool has_source_ranks() const { return !source_mask_.empty(); }
   uint32_t die_of(uint32_t rank) const { return rank % config_.ranks_per_npu; }
   // The node of the rank's NPU (from the topology).
   uint32_t node_of(uint32_t rank) const;
@@ -215,6 +227,7 @@ class MoeBuffer {
   std::vector<GlobalAddr> rank_base_;
   std::vector<std::vector<std::unique_ptr<Endpoint>>> endpoints_;  // [rank][context]
   std::unique_ptr<Group> group_;  // kBarrier completion only
+  std::vector<uint8_t> source_mask_;  // per rank: may send (empty: all)
   Status failure_;
   // Protocol state (moe_dispatch.cpp).
   uint32_t epoch_ = 0;        // dispatches done; the current handle's epoch

@@ -148,6 +148,11 @@ Status check_inputs(const MoeBuffer& b, const ExpertMap& map, std::span<const Di
   const int64_t E = map.num_experts();
   for (uint32_t s = 0; s < R; ++s) {
     const DispatchInput& in = inputs[s];
+    if (in.num_tokens > 0 && !b.is_source_rank(s))
+      return make_error(StatusCode::kInvalidArgument,
+                        "moe_dispatch: rank %u has %u tokens but is not one of the buffer's "
+                        "source ranks (MoeBufferConfig::source_ranks)",
+                        s, in.num_tokens);
     if (in.num_tokens > c.max_tokens_per_rank)
       return make_error(StatusCode::kInvalidArgument,
                         "moe_dispatch: rank %u has %u tokens; the buffer holds at most %u per "
@@ -519,6 +524,63 @@ Status issue_signals(MoeBuffer& b, std::vector<PendingSignal>& pending,
 
 namespace {
 
+// kBarrier with source ranks (MoeBufferConfig::source_ranks): the contexts that issued quiet,
+// the source ranks' NPUs meet in the barrier group (over them only), then context 0 of the
+// first source rank stores the epoch into every rank's release word (its dispatch flag of
+// source 0, unused in barrier mode) in one submission, and every rank waits for it. S arrivals
+// and R release signals, where the full barrier takes R of each.
+Status enter_source_barrier(MoeBuffer& b, const std::vector<uint32_t>& sources,
+                            const std::vector<std::vector<uint32_t>>& order, uint32_t epoch) {
+  const uint32_t R = b.num_ranks();
+  const uint32_t W = b.issue_contexts();
+  const uint32_t per_npu = b.config().ranks_per_npu;
+  Group* group = b.barrier_group();
+  MOE_ASSERT(group != nullptr);
+  std::vector<uint8_t> has_tokens(R, 0);
+  for (uint32_t s : sources) {
+    has_tokens[s] = 1;
+    for (uint32_t w = 0; w < W && w < order[s].size(); ++w) {
+      Status q = b.endpoint(s, w).quiet();
+      if (!q.ok()) return DispatchEngine::fail(b, q.with_context(strformat("rank %u", s)));
+    }
+  }
+  // The source NPUs, each entering through context 0 of its first rank at its ranks' latest.
+  std::vector<uint32_t> entry;  // first rank of each source NPU
+  for (uint32_t r : b.config().source_ranks)
+    if (entry.empty() || b.npu_of(entry.back()) != b.npu_of(r)) entry.push_back(r / per_npu * per_npu);
+  for (uint32_t first : entry) {
+    Endpoint& ep = b.endpoint(first, 0);
+    for (uint32_t k = 0; k < per_npu; ++k) {
+      const uint32_t r = first + k;
+      ep.advance_to(b.endpoint(r, 0).now());
+      if (has_tokens[r])
+        for (uint32_t w = 1; w < W && w < order[r].size(); ++w) ep.advance_to(b.endpoint(r, w).now());
+    }
+    Status a = ep.barrier_arrive(*group);
+    if (!a.ok())
+      return DispatchEngine::fail(b, a.with_context(strformat("rank %u entering the barrier", first)));
+  }
+  for (uint32_t first : entry) {
+    Status w = b.endpoint(first, 0).barrier_wait(*group, b.config().wait_timeout_wall_ns);
+    if (!w.ok())
+      return DispatchEngine::fail(b, w.with_context(strformat("rank %u leaving the barrier", first)));
+  }
+  std::vector<GlobalAddr> release(R);
+  for (uint32_t r = 0; r < R; ++r) release[r] = b.dispatch_flag(r, 0);
+  Endpoint& root = b.endpoint(entry.front(), 0);
+  Status rs = root.signal_many(release, epoch);
+  if (!rs.ok()) return DispatchEngine::fail(b, rs.with_context("releasing the ranks"));
+  for (uint32_t r = 0; r < R; ++r) {
+    Status w = b.endpoint(r, 0).wait_until(release[r], Cmp::kGe, epoch, nullptr,
+                                           b.config().wait_timeout_wall_ns);
+    if (!w.ok()) return DispatchEngine::fail(b, w.with_context(strformat("rank %u waiting for the release", r)));
+  }
+  for (uint32_t s : sources)
+    for (uint32_t w = 1; w < W && w < order[s].size(); ++w)
+      b.endpoint(s, 0).advance_to(b.endpoint(s, w).now());
+  return ok_status();
+}
+
 // kBarrier completion, after the sources issued their runs: every context of every source
 // quiets (its puts are visible; its clock moves to their completion); each NPU enters the
 // barrier group through context 0 of its first rank, at the latest clock of its ranks; when
@@ -737,7 +799,9 @@ StatusOr<DispatchHandle> dispatch_impl(MoeBuffer& b, const ExpertMap& map,
   if (barrier) {
     // 3b. Every source's puts are visible (quiet), then the group barrier: once it
     //     returns, every reservation and every run on every rank is in place.
-    MOE_TRY(enter_barrier(b, sources, order).with_context("moe_dispatch"));
+    MOE_TRY((b.has_source_ranks() ? enter_source_barrier(b, sources, order, epoch)
+                                   : enter_barrier(b, sources, order))
+                .with_context("moe_dispatch"));
   } else {
     // 3b. The flags, each after its run's data (the transport orders a signal after the
     //     endpoint's earlier puts to that NPU), in the order the runs went out.

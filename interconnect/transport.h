@@ -212,6 +212,10 @@ class Endpoint {
   virtual Status put_signal(GlobalAddr dst, GlobalAddr src, uint64_t bytes, GlobalAddr sig,
                             uint64_t value, SignalOp op) = 0;
   virtual Status signal(GlobalAddr sig, uint64_t value, SignalOp op) = 0;
+  // signal(word, value, kSet) for every word, handed to the fabric together (one submission,
+  // not one per word: a release of many waiters); each is ordered and timed as its own signal.
+  // Every word is attempted; the first failure is returned, naming its word.
+  virtual Status signal_many(std::span<const GlobalAddr> words, uint64_t value) = 0;
 
   // ---- ordering, completion, synchronisation ----
   virtual Status fence() = 0;

@@ -188,6 +188,10 @@ class UbEndpoint final : public Endpoint {
     tick();
     return signal_at(sig, value, op, 0, nullptr, "signal");
   }
+  Status signal_many(std::span<const GlobalAddr> words, uint64_t value) override {
+    tick();
+    return store_many(words, value, 0, "signal_many");
+  }
 
   // ---- ordering, completion, synchronisation ----
   Status fence() override {

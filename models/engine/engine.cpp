@@ -113,6 +113,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
     bc.combine_format = options.combine_format;
     bc.mode = ic::Mode::kFunctional;
     bc.completion = options.completion;
+    // Only the attention DP ranks dispatch: with fewer of them than EP ranks, only their NPUs
+    // meet in the dispatch barrier (interconnect/moe_buffer.h, source_ranks).
+    if (dp < R) bc.source_ranks = s->dp_ranks;
     auto buffer = ic::MoeBuffer::create(runtime.transport(), runtime.memory(), bc);
     if (!buffer.ok()) return Status(buffer.status()).with_context("engine: MoE buffer");
     s->buffer = std::move(buffer).value();
