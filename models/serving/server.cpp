@@ -48,7 +48,7 @@ Server::Server(Engine& decode, Engine* prefill, ServerOptions options)
     : decode_(decode), prefill_(prefill), options_(options) {
   running_on_.assign(decode_.num_dp_ranks(), 0);
   stats_.tpot_target_ns = options_.tpot_target_ms * 1e6;
-  stats_.decode_batch_limit = decode_.max_tokens_per_rank();
+  stats_.decode_batch_limit = 1;
 }
 
 Server::~Server() {

@@ -31,7 +31,10 @@
 //  - the prefill chunks mixed into a colocated step: at most as many tokens as keep the
 //    estimated step within the target (at least min_prefill_tokens, so prompts progress);
 // and holds admissions after an observed decode step over the target (feedback, since the
-// fit lags). A rank with no running request always admits one, so every load is served;
+// fit lags). The batch limit also starts slow: 1 per DP rank, doubled after each decode
+// step within the target, halved (to half the batch that overran) after one over it, so
+// a server knows nothing of the model's speed before its first steps and never overcommits
+// a rank by more than a factor of two on what it has seen. A rank with no running request always admits one, so every load is served;
 // when the target cannot be met the stats say so (tpot_target_met false, tpot_note saying
 // why: even one sequence per rank is over it, or the load queues behind the batch limit).
 //
@@ -200,6 +203,7 @@ class Server {
   StepTimeEstimator estimator_;
   ServerStats stats_;
   bool hold_admissions_ = false;           // the last decode step ran over the target
+  uint32_t ramp_limit_ = 1;                // slow start of the decode batch limit
   bool in_step_ = false;
   uint32_t active_ = 0;                    // admitted, not yet released
   double now_ns_ = 0;                      // the modelled clock

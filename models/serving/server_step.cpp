@@ -42,7 +42,8 @@ void Server::refresh_limits() {
   }
   const uint32_t kv_len = n == 0 ? 0 : static_cast<uint32_t>(sum / n);
   const double target = stats_.tpot_target_ns;
-  stats_.decode_batch_limit = estimator_.max_batch_within(target, kv_len, decode_.max_tokens_per_rank());
+  stats_.decode_batch_limit =
+      std::min(ramp_limit_, estimator_.max_batch_within(target, kv_len, decode_.max_tokens_per_rank()));
   if (estimator_.ready()) {
     stats_.estimated_tpot_ns = estimator_.estimate_tpot_ns(std::max(busiest, 1u), kv_len, options_.mtp,
                                                            options_.mtp_accept);
@@ -50,12 +51,12 @@ void Server::refresh_limits() {
     if (one > target) {
       stats_.tpot_target_met = false;
       stats_.tpot_note = strformat(
-          "TPOT target %.3f ms cannot be met: one sequence of %u positions per DP rank already "
+          "TPOT target %.4g ms cannot be met: one sequence of %u positions per DP rank already "
           "takes an estimated %.3f ms per token (modelled); serving one request per rank",
           target * 1e-6, kv_len, one * 1e-6);
     } else if (!queue_.empty() && busiest >= stats_.decode_batch_limit) {
       stats_.tpot_note = strformat(
-          "load over the TPOT target %.3f ms: %zu requests queue behind the decode batch limit "
+          "load over the TPOT target %.4g ms: %zu requests queue behind the decode batch limit "
           "of %u per DP rank (estimated %.3f ms per token at that batch, modelled)",
           target * 1e-6, queue_.size(), stats_.decode_batch_limit,
           estimator_.estimate_tpot_ns(stats_.decode_batch_limit, kv_len) * 1e-6);
@@ -209,12 +210,15 @@ Status Server::step() {
       ++stats_.decode_steps;
       stats_.max_decode_step_ns = std::max(stats_.max_decode_step_ns, dss.modelled_ns);
       hold_admissions_ = dss.modelled_ns > stats_.tpot_target_ns;
+      const uint32_t busiest = *std::max_element(rank_tokens_.begin(), rank_tokens_.end());
+      ramp_limit_ = hold_admissions_ ? std::max(1u, std::min(ramp_limit_, busiest / 2))
+                                     : std::min(2 * ramp_limit_, decode_.max_tokens_per_rank());
       if (hold_admissions_) {
         ++stats_.steps_over_target;
         stats_.tpot_target_met = false;
         if (stats_.tpot_note.empty())
           stats_.tpot_note = strformat("a decode step took %.3f ms (modelled) with %u tokens on the "
-                                       "busiest DP rank, over the TPOT target %.3f ms",
+                                       "busiest DP rank, over the TPOT target %.4g ms",
                                        dss.modelled_ns * 1e-6,
                                        *std::max_element(rank_tokens_.begin(), rank_tokens_.end()),
                                        stats_.tpot_target_ns * 1e-6);
