@@ -11,13 +11,11 @@ using serving::RequestId;
 using serving::RequestState;
 
 TEST_CASE("models.serving: concurrent requests of mixed lengths give the tokens they give alone") {
-  auto rt = open_runtime("n8");
-  EngineOptions eo;
-  eo.attention_dp = 2;
-  eo.max_tokens_per_rank = 12;  // long prompts go in chunks, beside decoding requests
-  auto engine = make_engine(*rt, eo);
-  const auto reqs = mixed_requests(14);
-  const auto expect = alone(*engine, reqs);
+  SharedEngine& sh = shared_n8();  // 8 tokens per DP rank per step: long prompts go in chunks
+  rt::Runtime* rt = sh.runtime.get();
+  Engine* engine = sh.engine.get();
+  const auto reqs = mixed_requests(SharedEngine::kMixed);
+  const auto& expect = sh.alone_tokens;
   const auto blocks0 = free_blocks(*engine);
   const auto hbm0 = hbm_in_use(*rt);
 
@@ -47,7 +45,7 @@ TEST_CASE("models.serving: concurrent requests of mixed lengths give the tokens 
     CHECK(m.generated_tokens == reqs[i].max_new_tokens);
     CHECK(m.prompt_tokens == reqs[i].prompt.size());
     // A prompt longer than the budget took several steps; then one step per further token.
-    const uint32_t prompt_steps = (m.prompt_tokens + 11) / 12;
+    const uint32_t prompt_steps = (m.prompt_tokens + 7) / 8;
     CHECK(m.steps >= prompt_steps + m.generated_tokens - 1);
     CHECK(m.ttft_modelled_ns > 0);
     CHECK(m.ttft_wall_ns > 0);
@@ -76,13 +74,10 @@ TEST_CASE("models.serving: concurrent requests of mixed lengths give the tokens 
 }
 
 TEST_CASE("models.serving: a TPOT target that cannot be met is reported, and the load is still served") {
-  auto rt = open_runtime("n8");
-  EngineOptions eo;
-  eo.attention_dp = 2;
-  eo.max_tokens_per_rank = 16;
-  auto engine = make_engine(*rt, eo);
+  SharedEngine& sh = shared_n8();
+  Engine* engine = sh.engine.get();
   const auto reqs = mixed_requests(8);
-  const auto expect = alone(*engine, reqs);
+  const auto& expect = sh.alone_tokens;  // a prefix: mixed_requests(i) depends on i only
 
   serving::ServerOptions so;
   so.tpot_target_ms = 1e-6;  // 1 ns of modelled time: no step fits

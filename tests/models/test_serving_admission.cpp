@@ -12,25 +12,22 @@ using serving::RequestId;
 using serving::RequestState;
 
 TEST_CASE("models.serving: admission refuses what can never fit and queues what cannot fit now") {
-  auto rt = open_runtime("n8");
-  EngineOptions eo;
-  eo.attention_dp = 2;
-  eo.max_tokens_per_rank = 16;
-  eo.kv_blocks_per_rank = 4;  // 64 positions per DP rank
-  auto engine = make_engine(*rt, eo);
+  SharedEngine& sh = shared_n8();  // 8 blocks of 16 positions per DP rank
+  rt::Runtime* rt = sh.runtime.get();
+  Engine* engine = sh.engine.get();
   const auto blocks0 = free_blocks(*engine);
   const auto hbm0 = hbm_in_use(*rt);
   auto server = make_server(*engine);
 
-  // Never fits: 60 + 10 - 1 positions need 5 blocks of 16; a rank holds 4.
+  // Never fits: 124 + 10 - 1 positions need 9 blocks of 16; a rank holds 8.
   serving::Request big;
-  big.prompt.assign(60, 3);
+  big.prompt.assign(124, 3);
   big.max_new_tokens = 10;
   const auto refused = server->submit(big);
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.status().code() == StatusCode::kResourceExhausted);
-  CHECK(refused.status().message().find("needs 5 KV blocks of 16 positions") != std::string::npos);
-  CHECK(refused.status().message().find("holds 4") != std::string::npos);
+  CHECK(refused.status().message().find("needs 9 KV blocks of 16 positions") != std::string::npos);
+  CHECK(refused.status().message().find("holds 8") != std::string::npos);
   serving::Request bad;
   CHECK(server->submit(bad).status().code() == StatusCode::kInvalidArgument);  // empty prompt
   bad.prompt = {1, 2, 300};
@@ -45,12 +42,13 @@ TEST_CASE("models.serving: admission refuses what can never fit and queues what 
   CHECK(server->stats().refused == 5);
   CHECK(server->idle());
 
-  // Ten requests of 2 or 3 blocks each: at most 2 run per rank at a time; the rest queue,
-  // and every one completes with the tokens it gives alone.
+  // Ten requests of 3 blocks each (their prompts padded to 30 tokens, 10 new): at most 2
+  // run per rank at a time; the rest queue, and every one completes with the tokens it
+  // gives alone.
   std::vector<GenerateRequest> reqs = mixed_requests(10);
   for (GenerateRequest& g : reqs) {
-    g.prompt.resize(std::min<size_t>(g.prompt.size(), 20));
-    g.max_new_tokens = 8;
+    g.prompt.resize(30, 'x');
+    g.max_new_tokens = 10;
   }
   const auto expect = alone(*engine, reqs);
   std::vector<RequestId> ids;
@@ -84,9 +82,10 @@ TEST_CASE("models.serving: admission refuses what can never fit and queues what 
     started.push_back(last.value());
     last = strict->submit(three_blocks);
   }
-  CHECK(started.size() == 2);  // one per rank (slow start admits one each; 3 + 3 > 4 anyway)
+  CHECK(started.size() == 2);  // one per rank: slow start (the batch limit begins at 1)
   CHECK(last.status().code() == StatusCode::kResourceExhausted);
-  CHECK(last.status().message().find("free blocks per DP rank [1 1]") != std::string::npos);
+  CHECK(last.status().message().find("free blocks per DP rank [5 5]") != std::string::npos);
+  CHECK(last.status().message().find("running per rank at most 1") != std::string::npos);
   REQUIRE(strict->run_until_idle().ok());
   CHECK(strict->submit(three_blocks).ok());
   REQUIRE(strict->run_until_idle().ok());
@@ -101,16 +100,13 @@ TEST_CASE("models.serving: admission refuses what can never fit and queues what 
 }
 
 TEST_CASE("models.serving: cancelling at any stage frees everything the request held") {
-  auto rt = open_runtime("n8");
-  EngineOptions eo;
-  eo.attention_dp = 2;
-  eo.max_tokens_per_rank = 8;  // a 40-token prompt takes 5 steps of prefill
-  eo.kv_blocks_per_rank = 8;
-  auto engine = make_engine(*rt, eo);
+  SharedEngine& sh = shared_n8();  // 8 tokens per rank per step: a 40-token prompt takes 5
+  rt::Runtime* rt = sh.runtime.get();
+  Engine* engine = sh.engine.get();
   const auto blocks0 = free_blocks(*engine);
   const auto hbm0 = hbm_in_use(*rt);
   const auto reqs = mixed_requests(8);
-  const auto expect = alone(*engine, reqs);
+  const auto& expect = sh.alone_tokens;
   auto server = make_server(*engine);
 
   std::map<RequestId, std::vector<uint32_t>> streamed;
