@@ -131,7 +131,7 @@ StatusOr<RequestId> Server::submit(Request request) {
   r.req = std::move(request);
   r.m.prompt_tokens = static_cast<uint32_t>(r.req.prompt.size());
   r.submit_wall = wall_now_ns();
-  r.submit_modelled = now_ns_;
+  r.submit_modelled = modelled_now();
   if (r.req.max_new_tokens == 0) {
     r.state = RequestState::kFinished;
     r.m.state = r.state;
@@ -220,7 +220,8 @@ StatusOr<bool> Server::try_admit(Live& r) {
   running_.push_back(&r);
   ++stats_.admitted;
   r.m.queue_wall_ns = wall_now_ns() - r.submit_wall;
-  r.m.queue_modelled_ns = now_ns_ - r.submit_modelled;
+  r.admit_modelled = modelled_now();
+  r.m.queue_modelled_ns = r.admit_modelled - r.submit_modelled;
   return true;
 }
 
@@ -309,7 +310,7 @@ ServerStats Server::stats() const {
     if (r->state == RequestState::kPrefill) ++s.prefilling;
     if (r->state == RequestState::kDecode) ++s.decoding;
   }
-  s.modelled_ns = now_ns_;
+  s.modelled_ns = modelled_now();
   return s;
 }
 

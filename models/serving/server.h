@@ -38,13 +38,19 @@
 // when the target cannot be met the stats say so (tpot_target_met false, tpot_note saying
 // why: even one sequence per rank is over it, or the load queues behind the batch limit).
 //
-// Clocks: wall (the host's monotonic clock) and modelled. The server's modelled clock
-// starts at 0 and advances by each step's modelled duration (the slower engine's, when two
-// engines run a step side by side on disjoint NPUs). A request's modelled times are read
-// on it: queueing = admission - submit; TTFT = the end of the step that sampled its first
-// token - submit, plus its KV transfer (split mode: the fabric copy's modelled time); each
-// later token is stamped likewise (shifted by the same transfer), so TPOT = (last - first)
-// / (tokens - 1) is the mean modelled duration of the decode steps it went through.
+// Clocks: wall (the host's monotonic clock) and modelled. Each engine has a modelled clock
+// that starts at 0 and advances by its steps' modelled durations; the server's modelled
+// "now" is the later of the two (one clock when colocated). Requests are stamped on submit
+// and admission with "now"; a prefill step starts no earlier than its requests' admission;
+// a request's first token is stamped at the end of the step that sampled it, plus (split
+// mode) its KV transfer (the fabric copy's modelled time), which is when it is ready on the
+// decode engine. Split engines run side by side on disjoint NPUs, so the decode engine's
+// clock does not wait for prefill steps: a decode step starts at the decode clock (or, when
+// none of its requests is ready yet, when the first is), and a request that joins a step
+// which started before it was ready has its decode stamps shifted by the difference, so no
+// token is stamped before its KV cache arrived. Metrics: queueing = admission - submit;
+// TTFT = first token - submit; TPOT = (last - first) / (tokens - 1): the mean modelled
+// duration of the decode steps it went through.
 //
 // Cancellation (cancel()) at any time: queued requests leave the queue; admitted ones close
 // their sequences at once (every KV block returns); no callback follows. A callback may
@@ -56,6 +62,7 @@
 // Ownership: the engines (and their runtime) outlive the server.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -187,8 +194,10 @@ class Server {
   Status admit_queued();
   void release(Live& r);
   void refresh_limits();
-  Status deliver(Live& r, uint32_t token, double step_end_ns);
-  Status finish_prefill(Live& r, const float* logits, double step_end_ns);
+  // `at`: the token's modelled time stamp.
+  Status deliver(Live& r, uint32_t token, double at);
+  Status finish_prefill(Live& r, const float* logits, double prefill_end_ns);
+  double modelled_now() const { return std::max(now_ns_, prefill_ns_); }
   StatusOr<rt::Stream*> fabric_stream(dev::NpuId npu);
 
   Engine& decode_;
@@ -206,7 +215,8 @@ class Server {
   uint32_t ramp_limit_ = 1;                // slow start of the decode batch limit
   bool in_step_ = false;
   uint32_t active_ = 0;                    // admitted, not yet released
-  double now_ns_ = 0;                      // the modelled clock
+  double now_ns_ = 0;                      // modelled: the decode engine's clock
+  double prefill_ns_ = 0;                  // modelled: the prefill engine's (split mode)
   kernels::SamplingScratch scratch_;
   // Per step, reused.
   std::vector<StepInput> d_inputs_, p_inputs_;

@@ -21,8 +21,13 @@ struct Server::Live {
   std::vector<uint32_t> out;
   RequestMetrics m;
   int64_t submit_wall = 0, first_wall = 0;
-  double submit_modelled = 0, first_modelled = 0;
-  double shift_modelled = 0;      // the KV transfer: every token after it is later by this
+  double submit_modelled = 0, admit_modelled = 0, first_modelled = 0;
+  // Split mode: when its KV cache has arrived at the decode engine (prefill end + transfer),
+  // and how much later than the decode engine's clock its decode steps end (it joined a
+  // step that started before it was ready; 0 when the decode engine waited for it).
+  double ready_modelled = 0;
+  double decode_shift_modelled = 0;
+  bool decode_started = false;
 };
 
 }  // namespace moe::models::serving

@@ -64,9 +64,8 @@ void Server::refresh_limits() {
   }
 }
 
-Status Server::deliver(Live& r, uint32_t token, double step_end_ns) {
+Status Server::deliver(Live& r, uint32_t token, double modelled) {
   const int64_t wall = wall_now_ns();
-  const double modelled = step_end_ns + r.shift_modelled;
   r.last = token;
   r.out.push_back(token);
   ++stats_.generated_tokens;
@@ -91,7 +90,7 @@ Status Server::deliver(Live& r, uint32_t token, double step_end_ns) {
   return ok_status();
 }
 
-Status Server::finish_prefill(Live& r, const float* logits, double step_end_ns) {
+Status Server::finish_prefill(Live& r, const float* logits, double prefill_end_ns) {
   const uint32_t V = decode_.config().vocab_size;
   const uint32_t P = static_cast<uint32_t>(r.req.prompt.size());
   auto token = kernels::sample_token(std::span<const float>(logits, V), r.req.sampling, P, scratch_);
@@ -101,13 +100,14 @@ Status Server::finish_prefill(Live& r, const float* logits, double step_end_ns) 
     r.m.error = token.status().to_string();
     return ok_status();
   }
+  double transfer_ns = 0;
   if (r.has_pseq && r.req.max_new_tokens > 1) {
     MOE_TRY_ASSIGN(rt::Stream* fabric, fabric_stream(decode_.dp_npu(r.dhome)));
     KvTransferStats ks;
     Status s = transfer_sequence_kv(*prefill_, r.pseq, decode_, r.dseq, *fabric, &ks);
     if (!s.ok())
       return s.with_context(strformat("request %llu", static_cast<unsigned long long>(r.id)));
-    r.shift_modelled = ks.modelled_ns;
+    transfer_ns = ks.modelled_ns;
     r.m.kv_transfer_modelled_ns = ks.modelled_ns;
     r.m.kv_transfer_bytes = ks.bytes;
     ++stats_.kv_transfers;
@@ -119,7 +119,8 @@ Status Server::finish_prefill(Live& r, const float* logits, double step_end_ns) 
     r.has_pseq = false;
   }
   r.state = RequestState::kDecode;
-  return deliver(r, token.value(), step_end_ns);
+  r.ready_modelled = prefill_end_ns + transfer_ns;
+  return deliver(r, token.value(), r.ready_modelled);
 }
 
 Status Server::step() {
@@ -190,6 +191,15 @@ Status Server::step() {
   }
 
   StepStats pss, dss;
+  // Modelled starts: a prefill step once its requests were admitted; a decode step at the
+  // decode clock, or when the first of its requests is ready if the engine had to wait.
+  double p_start = prefill_ns_, d_start = now_ns_;
+  for (const Live* r : p_owner_) p_start = std::max(p_start, r->admit_modelled);
+  if (!d_owner_.empty()) {
+    double first_ready = d_owner_[0]->ready_modelled;
+    for (const Live* r : d_owner_) first_ready = std::min(first_ready, r->ready_modelled);
+    d_start = std::max(d_start, first_ready);
+  }
   if (!p_inputs_.empty()) {
     p_logits_.resize(p_inputs_.size() * uint64_t{V});
     Status s = prefill_->forward(p_inputs_, p_logits_, &pss);
@@ -200,8 +210,8 @@ Status Server::step() {
     Status s = decode_.forward(d_inputs_, d_logits_, &dss);
     if (!s.ok()) return s.with_context("server step (decode engine)");
   }
-  const double step_ns = std::max(pss.modelled_ns, dss.modelled_ns);
-  now_ns_ += step_ns;
+  if (!p_inputs_.empty()) prefill_ns_ = p_start + pss.modelled_ns;
+  if (!d_inputs_.empty()) now_ns_ = d_start + dss.modelled_ns;
   ++stats_.steps;
   if (!d_inputs_.empty()) {
     estimator_.observe(*std::max_element(rank_tokens_.begin(), rank_tokens_.end()),
@@ -233,7 +243,7 @@ Status Server::step() {
     r.fed += static_cast<uint32_t>(p_inputs_[k].tokens.size());
     stats_.prompt_tokens += p_inputs_[k].tokens.size();
     if (r.fed == r.req.prompt.size())
-      MOE_TRY(finish_prefill(r, p_logits_.data() + k * uint64_t{V}, now_ns_));
+      MOE_TRY(finish_prefill(r, p_logits_.data() + k * uint64_t{V}, prefill_ns_));
   }
   for (size_t k = 0; k < d_owner_.size(); ++k) {
     Live& r = *d_owner_[k];
@@ -245,6 +255,10 @@ Status Server::step() {
       if (r.fed == r.req.prompt.size()) MOE_TRY(finish_prefill(r, row, now_ns_));
     } else if (r.state == RequestState::kDecode && d_inputs_[k].tokens.data() == &r.last) {
       ++r.m.steps;
+      if (!r.decode_started) {
+        r.decode_started = true;
+        r.decode_shift_modelled = std::max(0.0, r.ready_modelled - d_start);
+      }
       const uint64_t position = r.req.prompt.size() + r.out.size();
       auto token = kernels::sample_token(std::span<const float>(row, V), r.req.sampling, position, scratch_);
       if (!token.ok()) {
@@ -253,7 +267,7 @@ Status Server::step() {
         r.m.error = token.status().to_string();
         continue;
       }
-      MOE_TRY(deliver(r, token.value(), now_ns_));
+      MOE_TRY(deliver(r, token.value(), now_ns_ + r.decode_shift_modelled));
     }
   }
   stats_.wall_ns += wall_now_ns() - wall0;

@@ -53,6 +53,8 @@ TEST_CASE("models.serving: a prefill/decode split gives the colocated tokens and
       CHECK(m.kv_transfer_bytes == blocks * 4 * 2 * block_bytes);
       CHECK(m.kv_transfer_modelled_ns > 0);
       CHECK(m.ttft_modelled_ns > m.kv_transfer_modelled_ns);
+      CHECK(m.tpot_modelled_ns > 0);
+      CHECK(m.e2e_modelled_ns == doctest::Approx(m.ttft_modelled_ns + m.tpot_modelled_ns * (m.generated_tokens - 1)));
       ++transfers;
       bytes += m.kv_transfer_bytes;
     } else {
