@@ -267,7 +267,13 @@ Status Server::cancel(RequestId id) {
 bool Server::idle() const { return queue_.empty() && active_ == 0; }
 
 Status Server::run_until_idle() {
-  while (!idle()) MOE_TRY(step());
+  while (!idle()) {
+    const uint64_t steps = stats_.steps, done = stats_.finished + stats_.cancelled + stats_.failed;
+    MOE_TRY(step());
+    if (stats_.steps == steps && stats_.finished + stats_.cancelled + stats_.failed == done && !idle())
+      return make_error(StatusCode::kInternal, "server: a step made no progress with %zu queued "
+                        "and %u running requests", queue_.size(), active_);
+  }
   return ok_status();
 }
 

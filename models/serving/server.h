@@ -91,7 +91,8 @@ struct Request {
   TokenSink on_token;            // optional
 };
 
-// kFailed: sampling refused the step's logits (NaN); the request was released.
+// kFailed: sampling refused the step's logits (NaN), or its KV transfer failed; the request
+// was released (RequestMetrics::error says why) and the others went on.
 enum class RequestState : uint8_t { kQueued, kPrefill, kDecode, kFinished, kCancelled, kFailed };
 const char* request_state_name(RequestState state);
 
@@ -125,7 +126,7 @@ struct ServerOptions {
 };
 
 struct ServerStats {
-  uint64_t submitted = 0, admitted = 0, finished = 0, cancelled = 0, refused = 0;
+  uint64_t submitted = 0, admitted = 0, finished = 0, cancelled = 0, refused = 0, failed = 0;
   uint32_t queued = 0, prefilling = 0, decoding = 0;
   uint64_t steps = 0;
   uint64_t decode_steps = 0;        // steps of the decode engine that carried decode tokens
@@ -167,7 +168,8 @@ class Server {
   // One scheduling step (admission, one forward per engine, sampling, callbacks). Does
   // nothing when idle().
   Status step();
-  // Steps until idle() (or an error).
+  // Steps until idle() (or an error; kInternal if a step makes no progress while work
+  // remains, which the admission rules should make impossible).
   Status run_until_idle();
   bool idle() const;
 
@@ -193,6 +195,7 @@ class Server {
   StatusOr<bool> try_admit(Live& r);
   Status admit_queued();
   void release(Live& r);
+  void fail(Live& r, const Status& why);
   void refresh_limits();
   // `at`: the token's modelled time stamp.
   Status deliver(Live& r, uint32_t token, double at);

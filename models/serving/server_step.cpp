@@ -12,6 +12,7 @@
 #include "models/serving/server.h"
 #include "models/serving/server_live.h"
 #include "runtime/base/clock.h"
+#include "runtime/base/log.h"
 #include "runtime/base/strformat.h"
 
 namespace moe::models::serving {
@@ -64,6 +65,14 @@ void Server::refresh_limits() {
   }
 }
 
+void Server::fail(Live& r, const Status& why) {
+  release(r);
+  r.state = RequestState::kFailed;
+  r.m.error = why.to_string();
+  ++stats_.failed;
+  MOE_WARN("server: request %llu failed: %s", static_cast<unsigned long long>(r.id), r.m.error.c_str());
+}
+
 Status Server::deliver(Live& r, uint32_t token, double modelled) {
   const int64_t wall = wall_now_ns();
   r.last = token;
@@ -95,18 +104,19 @@ Status Server::finish_prefill(Live& r, const float* logits, double prefill_end_n
   const uint32_t P = static_cast<uint32_t>(r.req.prompt.size());
   auto token = kernels::sample_token(std::span<const float>(logits, V), r.req.sampling, P, scratch_);
   if (!token.ok()) {
-    release(r);
-    r.state = RequestState::kFailed;
-    r.m.error = token.status().to_string();
+    fail(r, token.status());
     return ok_status();
   }
   double transfer_ns = 0;
   if (r.has_pseq && r.req.max_new_tokens > 1) {
-    MOE_TRY_ASSIGN(rt::Stream* fabric, fabric_stream(decode_.dp_npu(r.dhome)));
     KvTransferStats ks;
-    Status s = transfer_sequence_kv(*prefill_, r.pseq, decode_, r.dseq, *fabric, &ks);
-    if (!s.ok())
-      return s.with_context(strformat("request %llu", static_cast<unsigned long long>(r.id)));
+    auto fabric = fabric_stream(decode_.dp_npu(r.dhome));
+    Status s = fabric.ok() ? transfer_sequence_kv(*prefill_, r.pseq, decode_, r.dseq, *fabric.value(), &ks)
+                           : fabric.status();
+    if (!s.ok()) {  // this request fails; the others go on
+      fail(r, s.with_context("KV transfer to the decode engine"));
+      return ok_status();
+    }
     transfer_ns = ks.modelled_ns;
     r.m.kv_transfer_modelled_ns = ks.modelled_ns;
     r.m.kv_transfer_bytes = ks.bytes;
@@ -262,9 +272,7 @@ Status Server::step() {
       const uint64_t position = r.req.prompt.size() + r.out.size();
       auto token = kernels::sample_token(std::span<const float>(row, V), r.req.sampling, position, scratch_);
       if (!token.ok()) {
-        release(r);
-        r.state = RequestState::kFailed;
-        r.m.error = token.status().to_string();
+        fail(r, token.status());
         continue;
       }
       MOE_TRY(deliver(r, token.value(), now_ns_ + r.decode_shift_modelled));
