@@ -2,6 +2,7 @@
 // produce exactly the tokens each produces alone (greedy and temperature sampling), tokens
 // stream to callbacks as they are sampled, prompts are chunked, and metrics and the TPOT
 // target are reported on both clocks.
+#include "models/serving/batch_search.h"
 #include "tests/models/serving_test_util.h"
 
 using namespace moe;
@@ -139,4 +140,30 @@ TEST_CASE("models.serving: the step estimator fits observed steps and sizes batc
   CHECK(flat.estimate_ns(4, 4096) == doctest::Approx(1e5).epsilon(0.01));
   CHECK(flat.per_token_ns() >= 0);
   CHECK(flat.per_kkv_ns() >= 0);
+}
+
+TEST_CASE("models.serving: the batch search finds the largest batch within a TPOT target") {
+  // TPOT = 10 ms + 0.1 ms per sequence: 15 ms holds up to batch 50.
+  uint32_t calls = 0;
+  auto tpot = [&](uint32_t b) -> StatusOr<double> {
+    ++calls;
+    return 10e6 + 0.1e6 * b;
+  };
+  auto r = serving::largest_batch_within(tpot, 15e6, 256);
+  REQUIRE(r.ok());
+  CHECK(r.value().batch == 50);
+  CHECK(r.value().tpot_ns == doctest::Approx(15e6));
+  CHECK(r.value().batch1_tpot_ns == doctest::Approx(10.1e6));
+  CHECK(r.value().evaluations == calls);
+  CHECK(calls <= 16);
+  auto coarse = serving::largest_batch_within(tpot, 15e6, 256, /*bisect=*/false);
+  CHECK(coarse.value().batch == 32);
+  CHECK(serving::largest_batch_within(tpot, 15e6, 20).value().batch == 20);  // capped
+  CHECK(serving::largest_batch_within(tpot, 5e6, 256).value().batch == 0);   // batch 1 over
+  CHECK(serving::largest_batch_within(tpot, 0, 256).status().code() == StatusCode::kInvalidArgument);
+  auto failing = [](uint32_t b) -> StatusOr<double> {
+    if (b > 4) return make_error(StatusCode::kOutOfRange, "no room for batch %u", b);
+    return 1.0;
+  };
+  CHECK(serving::largest_batch_within(failing, 15e6, 256).status().code() == StatusCode::kOutOfRange);
 }
