@@ -31,10 +31,10 @@
 //  - the prefill chunks mixed into a colocated step: at most as many tokens as keep the
 //    estimated step within the target (at least min_prefill_tokens, so prompts progress);
 // and holds admissions after an observed decode step over the target (feedback, since the
-// fit lags). The batch limit also starts slow: 1 per DP rank, doubled after each decode
-// step within the target, halved (to half the batch that overran) after one over it, so
-// a server knows nothing of the model's speed before its first steps and never overcommits
-// a rank by more than a factor of two on what it has seen. A rank with no running request always admits one, so every load is served;
+// fit lags). The batch limit also starts slow, as a server knows nothing of the model's
+// speed before its first steps: 1 per DP rank, then after each step within the target
+// doubled (or raised to the tokens that step carried on its busiest rank), and after a
+// decode step over it cut to half the decoders of the busiest rank. A rank with no running request always admits one, so every load is served;
 // when the target cannot be met the stats say so (tpot_target_met false, tpot_note saying
 // why: even one sequence per rank is over it, or the load queues behind the batch limit).
 //
@@ -227,6 +227,7 @@ class Server {
   std::vector<float> d_logits_, p_logits_;
   std::vector<uint32_t> budget_;
   std::vector<uint32_t> rank_tokens_;
+  std::vector<uint32_t> decode_on_;  // decode tokens per DP rank in the step
   std::vector<uint64_t> rank_kv_;
 };
 

@@ -162,6 +162,7 @@ Status Server::step() {
     rank_kv_[r->dhome] += r->req.prompt.size() + r->out.size();
     ++decode_tokens;
   }
+  decode_on_ = rank_tokens_;
   for (uint32_t d = 0; d < D; ++d)
     stats_.max_decode_batch = std::max(stats_.max_decode_batch, rank_tokens_[d]);
   if (prefill_ == nullptr) {
@@ -224,15 +225,18 @@ Status Server::step() {
   if (!d_inputs_.empty()) now_ns_ = d_start + dss.modelled_ns;
   ++stats_.steps;
   if (!d_inputs_.empty()) {
-    estimator_.observe(*std::max_element(rank_tokens_.begin(), rank_tokens_.end()),
-                       *std::max_element(rank_kv_.begin(), rank_kv_.end()), dss.modelled_ns);
+    const uint32_t busiest = *std::max_element(rank_tokens_.begin(), rank_tokens_.end());
+    estimator_.observe(busiest, *std::max_element(rank_kv_.begin(), rank_kv_.end()), dss.modelled_ns);
+    // Slow start: a step within the target (prefill chunks included: a decode token costs no
+    // more than a prompt token) lets the batch limit double, or reach the tokens it carried.
+    if (dss.modelled_ns <= stats_.tpot_target_ns)
+      ramp_limit_ = std::min(decode_.max_tokens_per_rank(), std::max(2 * ramp_limit_, busiest));
     if (decode_tokens > 0) {
       ++stats_.decode_steps;
       stats_.max_decode_step_ns = std::max(stats_.max_decode_step_ns, dss.modelled_ns);
       hold_admissions_ = dss.modelled_ns > stats_.tpot_target_ns;
-      const uint32_t busiest = *std::max_element(rank_tokens_.begin(), rank_tokens_.end());
-      ramp_limit_ = hold_admissions_ ? std::max(1u, std::min(ramp_limit_, busiest / 2))
-                                     : std::min(2 * ramp_limit_, decode_.max_tokens_per_rank());
+      const uint32_t decoders = *std::max_element(decode_on_.begin(), decode_on_.end());
+      if (hold_admissions_) ramp_limit_ = std::max(1u, std::min(ramp_limit_, decoders / 2));
       if (hold_admissions_) {
         ++stats_.steps_over_target;
         stats_.tpot_target_met = false;

@@ -64,28 +64,38 @@ inline std::vector<std::vector<uint32_t>> alone(Engine& engine, const std::vecto
 
 // One n8 runtime and engine shared by the serving tests of a process (creating an engine of
 // the built-in model costs most of a test's time): 2 attention DP ranks, 8 tokens per rank
-// per step, 8 KV blocks of 16 positions per rank. Every test leaves it with every sequence
+// per step, 16 KV blocks of 16 positions per rank. Every test leaves it with every sequence
 // closed (and checks so). Also the tokens of mixed_requests(kMixed) generated alone on it.
+// It is destroyed when the test run ends (a doctest listener in test_serving.cpp), not at
+// exit: the memory layer's per-thread caches are gone by the time static objects die.
 struct SharedEngine {
   static constexpr uint32_t kMixed = 14;
   std::unique_ptr<rt::Runtime> runtime;
   std::unique_ptr<Engine> engine;
   std::vector<std::vector<uint32_t>> alone_tokens;
+  ~SharedEngine() { engine.reset(); }  // before its runtime
 };
 
+inline std::unique_ptr<SharedEngine>& shared_n8_slot() {
+  static std::unique_ptr<SharedEngine> s;
+  return s;
+}
+
 inline SharedEngine& shared_n8() {
-  static SharedEngine s;  // destroyed at exit: the engine before its runtime
-  if (!s.engine) {
-    s.runtime = open_runtime("n8");
+  std::unique_ptr<SharedEngine>& s = shared_n8_slot();
+  if (!s) {
+    auto p = std::make_unique<SharedEngine>();
+    p->runtime = open_runtime("n8");
     EngineOptions o;
     o.attention_dp = 2;
     o.max_tokens_per_rank = 8;
-    o.kv_blocks_per_rank = 8;
-    s.engine = make_engine(*s.runtime, o);
-    s.alone_tokens = alone(*s.engine, mixed_requests(SharedEngine::kMixed));
+    o.kv_blocks_per_rank = 16;
+    p->engine = make_engine(*p->runtime, o);
+    p->alone_tokens = alone(*p->engine, mixed_requests(SharedEngine::kMixed));
+    s = std::move(p);
   }
-  REQUIRE(s.engine->open_sequences() == 0);
-  return s;
+  REQUIRE(s->engine->open_sequences() == 0);
+  return *s;
 }
 
 inline serving::Request to_request(const GenerateRequest& g, serving::TokenSink sink = {}) {

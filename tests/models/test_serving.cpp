@@ -11,6 +11,28 @@ using namespace moe::models::serving_test;
 using serving::RequestId;
 using serving::RequestState;
 
+namespace {
+
+// Frees the shared engine when the run ends (see serving_test_util.h).
+struct SharedEngineCleanup : doctest::IReporter {
+  explicit SharedEngineCleanup(const doctest::ContextOptions&) {}
+  void report_query(const doctest::QueryData&) override {}
+  void test_run_start() override {}
+  void test_run_end(const doctest::TestRunStats&) override { shared_n8_slot().reset(); }
+  void test_case_start(const doctest::TestCaseData&) override {}
+  void test_case_reenter(const doctest::TestCaseData&) override {}
+  void test_case_end(const doctest::CurrentTestCaseStats&) override {}
+  void test_case_exception(const doctest::TestCaseException&) override {}
+  void subcase_start(const doctest::SubcaseSignature&) override {}
+  void subcase_end() override {}
+  void log_assert(const doctest::AssertData&) override {}
+  void log_message(const doctest::MessageData&) override {}
+  void test_case_skipped(const doctest::TestCaseData&) override {}
+};
+REGISTER_LISTENER("serving-shared-engine", 1, SharedEngineCleanup);
+
+}  // namespace
+
 TEST_CASE("models.serving: concurrent requests of mixed lengths give the tokens they give alone") {
   SharedEngine& sh = shared_n8();  // 8 tokens per DP rank per step: long prompts go in chunks
   rt::Runtime* rt = sh.runtime.get();
@@ -166,4 +188,40 @@ TEST_CASE("models.serving: the batch search finds the largest batch within a TPO
     return 1.0;
   };
   CHECK(serving::largest_batch_within(failing, 15e6, 256).status().code() == StatusCode::kOutOfRange);
+}
+
+TEST_CASE("models.serving: a TPOT target between batch sizes limits the decode batch") {
+  SharedEngine& sh = shared_n8();
+  Engine* engine = sh.engine.get();
+  // Decode-heavy: short prompts, 12 tokens each (so many decode side by side).
+  auto reqs = mixed_requests(10);
+  for (GenerateRequest& g : reqs) {
+    g.prompt.resize(4);
+    g.max_new_tokens = 12;
+  }
+  const auto expect = alone(*engine, reqs);
+  auto loose = make_server(*engine);
+  for (const GenerateRequest& g : reqs) REQUIRE(loose->submit(to_request(g)).ok());
+  REQUIRE(loose->run_until_idle().ok());
+  const uint32_t loose_batch = loose->stats().max_decode_batch;
+  REQUIRE(loose_batch >= 4);
+  // A target that one or two sequences per rank meet and four do not.
+  const double two = loose->estimator().estimate_ns(2, 2 * 10), four = loose->estimator().estimate_ns(4, 4 * 10);
+  REQUIRE(four > two);
+  serving::ServerOptions so;
+  so.tpot_target_ms = (two + 0.25 * (four - two)) / 1e6;
+  auto tight = make_server(*engine, nullptr, so);
+  std::vector<RequestId> ids;
+  for (const GenerateRequest& g : reqs) ids.push_back(tight->submit(to_request(g)).value());
+  REQUIRE(tight->run_until_idle().ok());
+  const serving::ServerStats st = tight->stats();
+  MESSAGE("target " << so.tpot_target_ms << " ms: batch limit " << st.decode_batch_limit << ", max batch "
+          << st.max_decode_batch << " (loose " << loose_batch << "), " << st.steps_over_target << " of "
+          << st.decode_steps << " decode steps over; " << st.tpot_note);
+  CHECK(st.max_decode_batch < loose_batch);
+  CHECK(st.decode_batch_limit < 4);
+  // Step times also vary with routing (how many EP ranks a step reaches), which the fit does
+  // not see, so some steps overrun; the feedback keeps most within.
+  CHECK(st.steps_over_target * 2 < st.decode_steps);
+  for (size_t i = 0; i < reqs.size(); ++i) CHECK(tight->tokens(ids[i]).value() == expect[i]);
 }

@@ -12,22 +12,22 @@ using serving::RequestId;
 using serving::RequestState;
 
 TEST_CASE("models.serving: admission refuses what can never fit and queues what cannot fit now") {
-  SharedEngine& sh = shared_n8();  // 8 blocks of 16 positions per DP rank
+  SharedEngine& sh = shared_n8();  // 16 blocks of 16 positions per DP rank
   rt::Runtime* rt = sh.runtime.get();
   Engine* engine = sh.engine.get();
   const auto blocks0 = free_blocks(*engine);
   const auto hbm0 = hbm_in_use(*rt);
   auto server = make_server(*engine);
 
-  // Never fits: 124 + 10 - 1 positions need 9 blocks of 16; a rank holds 8.
+  // Never fits: 250 + 10 - 1 positions need 17 blocks of 16; a rank holds 16.
   serving::Request big;
-  big.prompt.assign(124, 3);
+  big.prompt.assign(250, 3);
   big.max_new_tokens = 10;
   const auto refused = server->submit(big);
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.status().code() == StatusCode::kResourceExhausted);
-  CHECK(refused.status().message().find("needs 9 KV blocks of 16 positions") != std::string::npos);
-  CHECK(refused.status().message().find("holds 8") != std::string::npos);
+  CHECK(refused.status().message().find("needs 17 KV blocks of 16 positions") != std::string::npos);
+  CHECK(refused.status().message().find("holds 16") != std::string::npos);
   serving::Request bad;
   CHECK(server->submit(bad).status().code() == StatusCode::kInvalidArgument);  // empty prompt
   bad.prompt = {1, 2, 300};
@@ -42,12 +42,12 @@ TEST_CASE("models.serving: admission refuses what can never fit and queues what 
   CHECK(server->stats().refused == 5);
   CHECK(server->idle());
 
-  // Ten requests of 3 blocks each (their prompts padded to 30 tokens, 10 new): at most 2
+  // Six requests of 6 blocks each (their prompts padded to 80 tokens, 10 new): at most 2
   // run per rank at a time; the rest queue, and every one completes with the tokens it
   // gives alone.
-  std::vector<GenerateRequest> reqs = mixed_requests(10);
+  std::vector<GenerateRequest> reqs = mixed_requests(6);
   for (GenerateRequest& g : reqs) {
-    g.prompt.resize(30, 'x');
+    g.prompt.resize(80, 'x');
     g.max_new_tokens = 10;
   }
   const auto expect = alone(*engine, reqs);
@@ -73,26 +73,26 @@ TEST_CASE("models.serving: admission refuses what can never fit and queues what 
   serving::ServerOptions so;
   so.queue_when_full = false;
   auto strict = make_server(*engine, nullptr, so);
-  serving::Request three_blocks = to_request(reqs[0]);
-  three_blocks.prompt.assign(30, 5);
-  three_blocks.max_new_tokens = 10;  // 39 positions: 3 blocks
+  serving::Request six_blocks = to_request(reqs[0]);
+  six_blocks.prompt.assign(80, 5);
+  six_blocks.max_new_tokens = 10;  // 89 positions: 6 blocks
   std::vector<RequestId> started;
-  StatusOr<RequestId> last = strict->submit(three_blocks);
+  StatusOr<RequestId> last = strict->submit(six_blocks);
   while (last.ok()) {
     started.push_back(last.value());
-    last = strict->submit(three_blocks);
+    last = strict->submit(six_blocks);
   }
   CHECK(started.size() == 2);  // one per rank: slow start (the batch limit begins at 1)
   CHECK(last.status().code() == StatusCode::kResourceExhausted);
-  CHECK(last.status().message().find("free blocks per DP rank [5 5]") != std::string::npos);
+  CHECK(last.status().message().find("free blocks per DP rank [10 10]") != std::string::npos);
   CHECK(last.status().message().find("running per rank at most 1") != std::string::npos);
   REQUIRE(strict->run_until_idle().ok());
-  CHECK(strict->submit(three_blocks).ok());
+  CHECK(strict->submit(six_blocks).ok());
   REQUIRE(strict->run_until_idle().ok());
   CHECK(free_blocks(*engine) == blocks0);
   CHECK(engine->open_sequences() == 0);
   // max_new_tokens 0 finishes at once.
-  serving::Request none = three_blocks;
+  serving::Request none = six_blocks;
   none.max_new_tokens = 0;
   const RequestId z = strict->submit(none).value();
   CHECK(strict->metrics(z).value().state == RequestState::kFinished);
