@@ -137,6 +137,7 @@ StatusOr<RequestId> Server::submit(Request request) {
     r.m.state = r.state;
     r.m.queue_wall_ns = r.m.e2e_wall_ns = 0;
     r.m.queue_modelled_ns = r.m.e2e_modelled_ns = 0;
+    ++stats_.finished;
   } else if (!options_.queue_when_full) {
     if (!queue_.empty()) {
       ++stats_.refused;
@@ -303,6 +304,7 @@ Status Server::forget(RequestId id) {
     return make_error(StatusCode::kFailedPrecondition, "forget: request %llu is %s%s",
                       static_cast<unsigned long long>(id), request_state_name(st),
                       in_step_ ? " (and a step is running)" : "");
+  std::erase(running_, it->second.get());  // released, but maybe not compacted yet
   requests_.erase(it);
   return ok_status();
 }

@@ -167,6 +167,14 @@ TEST_CASE("models.serving: cancelling at any stage frees everything the request 
   CHECK(engine->open_sequences() == 0);
   CHECK(hbm_in_use(*rt) == hbm0);
   CHECK(server->forget(ids[0]).ok());
+  CHECK(server->forget(ids[0]).code() == StatusCode::kNotFound);
+  // Forgetting a request that finished in the last step (still on the running list) is safe.
+  const RequestId quick = server->submit(to_request(reqs[0])).value();  // 1 token
+  REQUIRE(server->step().ok());
+  REQUIRE(server->metrics(quick).value().state == RequestState::kFinished);
+  CHECK(server->forget(quick).ok());
+  REQUIRE(server->step().ok());
+  CHECK(server->idle());
   CHECK(server->metrics(ids[0]).status().code() == StatusCode::kNotFound);
 
   // A server destroyed with requests running gives their blocks back.
