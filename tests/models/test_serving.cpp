@@ -197,7 +197,7 @@ TEST_CASE("models.serving: a TPOT target between batch sizes limits the decode b
   auto reqs = mixed_requests(10);
   for (GenerateRequest& g : reqs) {
     g.prompt.resize(4);
-    g.max_new_tokens = 12;
+    g.max_new_tokens = 10;
   }
   const auto expect = alone(*engine, reqs);
   auto loose = make_server(*engine);

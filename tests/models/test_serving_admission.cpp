@@ -42,10 +42,10 @@ TEST_CASE("models.serving: admission refuses what can never fit and queues what 
   CHECK(server->stats().refused == 5);
   CHECK(server->idle());
 
-  // Six requests of 6 blocks each (their prompts padded to 80 tokens, 10 new): at most 2
+  // Five requests of 6 blocks each (their prompts padded to 80 tokens, 10 new): at most 2
   // run per rank at a time; the rest queue, and every one completes with the tokens it
   // gives alone.
-  std::vector<GenerateRequest> reqs = mixed_requests(6);
+  std::vector<GenerateRequest> reqs = mixed_requests(5);
   for (GenerateRequest& g : reqs) {
     g.prompt.resize(80, 'x');
     g.max_new_tokens = 10;
