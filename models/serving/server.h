@@ -135,6 +135,8 @@ struct ServerStats {
   double modelled_ns = 0;           // the server's modelled clock
   double max_decode_step_ns = 0;    // modelled
   int64_t wall_ns = 0;              // inside step()
+  int64_t engine_wall_ns = 0;       // of which inside Engine::forward (the rest: scheduling,
+                                    // sampling, callbacks, KV transfers)
   uint64_t kv_transfers = 0, kv_transfer_bytes = 0;
   double kv_transfer_modelled_ns = 0;
   uint32_t decode_batch_limit = 0;  // per DP rank, from the TPOT target (as last computed)

@@ -221,6 +221,7 @@ Status Server::step() {
     Status s = decode_.forward(d_inputs_, d_logits_, &dss);
     if (!s.ok()) return s.with_context("server step (decode engine)");
   }
+  stats_.engine_wall_ns += pss.wall_ns + dss.wall_ns;
   if (!p_inputs_.empty()) prefill_ns_ = p_start + pss.modelled_ns;
   if (!d_inputs_.empty()) now_ns_ = d_start + dss.modelled_ns;
   ++stats_.steps;

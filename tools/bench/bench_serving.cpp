@@ -131,6 +131,9 @@ MOE_BENCHMARK(serve_throughput) {
               num_requests, static_cast<unsigned long long>(generated), batch_s,
               static_cast<unsigned long long>(st.steps), st.max_decode_batch, seq_s,
               ok ? "equal" : "DIFFER");
+  std::printf("  serve: %.1f%% of the server's step wall time outside Engine::forward (scheduling, "
+              "sampling, callbacks)\n",
+              st.wall_ns > 0 ? 100.0 * double(st.wall_ns - st.engine_wall_ns) / double(st.wall_ns) : 0.0);
   std::printf("  serve: TTFT p50/p99 %.2f/%.2f ms wall, %.3f/%.3f ms modelled; TPOT p50/p99 "
               "%.2f/%.2f ms wall, %.3f/%.3f ms modelled (sequential TPOT p99 %.3f ms modelled)\n",
               percentile(ttft_w, 0.5), percentile(ttft_w, 0.99), percentile(ttft_m, 0.5),
