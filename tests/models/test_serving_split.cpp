@@ -106,6 +106,24 @@ TEST_CASE("models.serving: a prefill/decode split moves KV caches over the fabri
     CHECK(st.kv_transfers == transfers);
     CHECK(st.kv_transfer_bytes == bytes);
     CHECK(st.kv_transfer_modelled_ns > 0);
+    // Cancelled while its prompt runs on the prefill engine, and after its KV cache moved:
+    // both engines get every block back.
+    serving::Request long_prompt = to_request(reqs[3]);
+    long_prompt.prompt.assign(40, 7);  // 4 prefill steps of 12
+    const RequestId in_prefill = server->submit(long_prompt).value();
+    serving::Request long_decode = to_request(reqs[2]);
+    long_decode.max_new_tokens = 40;
+    const RequestId in_decode = server->submit(long_decode).value();
+    REQUIRE(server->step().ok());
+    CHECK(server->metrics(in_prefill).value().state == RequestState::kPrefill);
+    CHECK(prefill->open_sequences() == 2);
+    CHECK(server->cancel(in_prefill).ok());
+    for (int i = 0; i < 8; ++i) REQUIRE(server->step().ok());
+    CHECK(server->metrics(in_decode).value().state == RequestState::kDecode);
+    CHECK(prefill->open_sequences() == 0);  // its prefill sequence closed after the move
+    CHECK(decode->open_sequences() == 1);
+    CHECK(server->cancel(in_decode).ok());
+    CHECK(server->idle());
     CHECK(free_blocks(*prefill) == pblocks0);
     CHECK(free_blocks(*decode) == dblocks0);
     CHECK(prefill->open_sequences() == 0);
