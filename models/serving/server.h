@@ -5,7 +5,8 @@
 // One step (step()):
 //  1. Admission, first come first served: the request at the head of the queue is given a
 //     sequence on the decode engine's DP rank with the fewest running requests that has room
-//     for its prompt + max_new_tokens positions, reserved now (Engine::reserve_sequence), so
+//     for its prompt + max_new_tokens - 1 positions (the last token is never fed back),
+//     reserved now (Engine::reserve_sequence), so
 //     no later step can fail for want of KV blocks; with a prefill engine it also gets a
 //     sequence there with its prompt reserved. A rank is also closed to new requests while
 //     its running requests reach the decode batch limit the TPOT target allows (below). A
@@ -34,9 +35,10 @@
 // fit lags). The batch limit also starts slow, as a server knows nothing of the model's
 // speed before its first steps: 1 per DP rank, then after each step within the target
 // doubled (or raised to the tokens that step carried on its busiest rank), and after a
-// decode step over it cut to half the decoders of the busiest rank. A rank with no running request always admits one, so every load is served;
-// when the target cannot be met the stats say so (tpot_target_met false, tpot_note saying
-// why: even one sequence per rank is over it, or the load queues behind the batch limit).
+// decode step over it cut to half the decoders of the busiest rank. A rank with no running
+// request always admits one, so every load is served; when the target cannot be met the
+// stats say so (tpot_target_met false, tpot_note saying why: even one sequence per rank is
+// over it, or the load queues behind the batch limit).
 //
 // Clocks: wall (the host's monotonic clock) and modelled. Each engine has a modelled clock
 // that starts at 0 and advances by its steps' modelled durations; the server's modelled
@@ -57,7 +59,8 @@
 // call cancel() and submit() (not step()).
 //
 // Errors: an engine failure inside a step is returned by step() (the engine rolls the
-// step's sequences back; the requests stay where they were and the next step retries).
+// step's sequences back; the requests stay where they were and the next step retries); a
+// request whose sampling or KV transfer fails is released alone (kFailed).
 // Thread-safety: one thread drives a server and its engines (the daemon's executor).
 // Ownership: the engines (and their runtime) outlive the server.
 #pragma once
