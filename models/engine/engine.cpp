@@ -245,7 +245,46 @@ StatusOr<uint32_t> Engine::sequence_home(SeqId seq) const {
   return q->dp;
 }
 
+StatusOr<SequenceKvBlocks> Engine::sequence_kv_blocks(SeqId seq) const {
+  const EngineSequence* q = s_->find(seq);
+  if (q == nullptr) return make_error(StatusCode::kNotFound, "sequence_kv_blocks: no open sequence %u", seq.index);
+  const KvPool& pool = s_->pools[q->dp];
+  SequenceKvBlocks out;
+  out.npu = dp_npu(q->dp);
+  out.length = q->kv.length();
+  out.num_layers = pool.shape().num_layers;
+  out.num_blocks = q->kv.num_blocks();
+  out.block_positions = pool.shape().block_positions;
+  out.dtype = pool.shape().dtype;
+  out.block_bytes = pool.shape().block_bytes();
+  out.k.reserve(uint64_t{out.num_layers} * out.num_blocks);
+  out.v.reserve(uint64_t{out.num_layers} * out.num_blocks);
+  for (uint32_t l = 0; l < out.num_layers; ++l)
+    for (uint32_t b : q->kv.block_table()) {
+      out.k.push_back(pool.k_block_addr(l, b));
+      out.v.push_back(pool.v_block_addr(l, b));
+    }
+  return out;
+}
+
+Status Engine::commit_imported_kv(SeqId seq, uint32_t length) {
+  EngineSequence* q = s_->find(seq);
+  if (q == nullptr) return make_error(StatusCode::kNotFound, "commit_imported_kv: no open sequence %u", seq.index);
+  if (length > q->kv.capacity())
+    return make_error(StatusCode::kOutOfRange, "commit_imported_kv: sequence %u holds %u positions; "
+                      "%u asked (reserve first)", seq.index, q->kv.capacity(), length);
+  q->kv.set_length(length);
+  return ok_status();
+}
+
+ModelTime Engine::modelled_now() const {
+  ModelTime t;
+  for (const auto& st : s_->streams) t = max(t, st->modelled_time());
+  return t;
+}
+
 const ModelConfig& Engine::config() const { return s_->config; }
+rt::Runtime& Engine::runtime() const { return s_->runtime; }
 uint32_t Engine::num_ranks() const { return static_cast<uint32_t>(s_->npus.size()); }
 uint32_t Engine::num_dp_ranks() const { return static_cast<uint32_t>(s_->homes.size()); }
 uint32_t Engine::max_tokens_per_rank() const { return s_->options.max_tokens_per_rank; }

@@ -102,6 +102,22 @@ struct StepStats {
   uint32_t kernels = 0;          // kernels launched
 };
 
+// A sequence's paged KV cache as global addresses: what a KV transfer between two engines
+// (prefill on some NPUs, decode on others: models/serving/kv_transfer.h) copies over the
+// fabric. k[layer * num_blocks + i] is the sequence's i-th block of layer `layer` (K), v
+// likewise; each block holds block_positions positions in block_bytes bytes (kv_pool.h's
+// layout). The addresses stay valid until the sequence is closed, truncated or grown.
+struct SequenceKvBlocks {
+  dev::NpuId npu = dev::kInvalidId;  // the home's NPU (where the blocks are)
+  uint32_t length = 0;               // positions in the cache
+  uint32_t num_layers = 0;
+  uint32_t num_blocks = 0;
+  uint32_t block_positions = 0;
+  kernels::KvDtype dtype = kernels::KvDtype::kFloat32;
+  uint64_t block_bytes = 0;
+  std::vector<mem::GlobalAddr> k, v;
+};
+
 class Engine {
  public:
   // Loads `weights` onto the supernode. kFailedPrecondition for a timing-mode runtime or one
@@ -126,6 +142,15 @@ class Engine {
   // Positions the sequence can hold without taking more blocks.
   StatusOr<uint32_t> sequence_capacity(SeqId seq) const;
   StatusOr<uint32_t> sequence_home(SeqId seq) const;  // its DP rank index
+  // The sequence's KV blocks (every block it holds, reserved ones included). kNotFound.
+  StatusOr<SequenceKvBlocks> sequence_kv_blocks(SeqId seq) const;
+  // Sets the length of a sequence whose blocks the caller filled from outside the engine
+  // (an imported KV cache): positions [0, length) must hold valid K and V rows, written at
+  // the addresses of sequence_kv_blocks(). kOutOfRange when length exceeds its capacity.
+  Status commit_imported_kv(SeqId seq, uint32_t length);
+  // The latest modelled time of the engine's compute streams: when everything launched so
+  // far ends (a transfer reading its KV cache starts no earlier).
+  ModelTime modelled_now() const;
 
   // One forward step. logits: inputs.size() x vocab, row i the logits after entry i's last
   // token. See the header note for errors and rollback.
@@ -133,6 +158,7 @@ class Engine {
                  StepStats* stats = nullptr);
 
   const ModelConfig& config() const;
+  rt::Runtime& runtime() const;
   uint32_t num_ranks() const;  // EP ranks (NPUs x ranks_per_npu)
   uint32_t num_dp_ranks() const;
   uint32_t max_tokens_per_rank() const;

@@ -55,6 +55,9 @@ class KvPool {
   void give_back(uint32_t block);
   void* k_block(uint32_t layer, uint32_t block) const { return at(layer, 0, block); }
   void* v_block(uint32_t layer, uint32_t block) const { return at(layer, 1, block); }
+  // The same blocks as global addresses (a KV transfer over the fabric copies between them).
+  mem::GlobalAddr k_block_addr(uint32_t layer, uint32_t block) const { return addr_at(layer, 0, block); }
+  mem::GlobalAddr v_block_addr(uint32_t layer, uint32_t block) const { return addr_at(layer, 1, block); }
   uint64_t hbm_bytes() const { return uint64_t{chunks_.size()} * chunk_bytes_; }
 
  private:
@@ -62,6 +65,10 @@ class KvPool {
     const uint32_t chunk = block / per_chunk_, slot = block % per_chunk_;
     return chunks_[chunk].as<char>() +
            ((uint64_t{layer} * 2 + kv) * per_chunk_ + slot) * shape_.block_bytes();
+  }
+  mem::GlobalAddr addr_at(uint32_t layer, uint32_t kv, uint32_t block) const {
+    const uint32_t chunk = block / per_chunk_, slot = block % per_chunk_;
+    return chunks_[chunk].addr() + ((uint64_t{layer} * 2 + kv) * per_chunk_ + slot) * shape_.block_bytes();
   }
   KvPoolShape shape_;
   uint32_t rank_ = 0;
