@@ -74,6 +74,10 @@ struct EngineOptions {
   uint64_t max_weight_bytes = uint64_t{8} << 30;  // refuse to place more (a full-size model
                                                   // belongs in timing mode: moe simulate)
   LoadProgress progress;              // weight loading progress (optional)
+  // Each routed-expert replica on its own HBM page: re-placement then migrates pages
+  // (DevicePlacement::expert_own_pages). A page per replica; for models whose experts
+  // fill pages anyway, or to move experts without copies.
+  bool expert_own_pages = false;
 };
 
 // A sequence: an index into the engine's table and a generation (stale ids are refused).
@@ -98,6 +102,13 @@ struct StepStats {
   double modelled_ns = 0;        // from the step's start to the last kernel's end
   uint32_t tokens = 0;
   uint32_t kernels = 0;          // kernels launched
+};
+
+// What one re-placement of routed experts did and cost (Engine::apply_expert_maps).
+struct PlacementChangeStats {
+  ExpertMoveStats moves;        // replicas copied, migrated, freed; fabric bytes; modelled ns
+  int64_t wall_ns = 0;          // the call's wall time: how long serving paused
+  uint32_t layers_changed = 0;  // MoE layers whose map differs from the one in use
 };
 
 class Engine {
@@ -142,7 +153,19 @@ class Engine {
   uint32_t kv_total_blocks(uint32_t dp) const;
   uint32_t sequences_on(uint32_t dp) const;
   const DeviceWeights& weights() const;
-  const ic::ExpertMap& expert_map() const;
+  // The map MoE layer `moe_layer` routes by now (every layer: the one given at create,
+  // until apply_expert_maps changes them).
+  const ic::ExpertMap& expert_map(uint32_t moe_layer = 0) const;
+
+  // Expert re-placement (EPLB; engine_placement.cpp): per_moe_layer[m] becomes MoE layer m's
+  // map, one per MoE layer, same experts and ranks as the engine's. Run between two steps:
+  // serving pauses for this call only (its wall time is in stats). Weights move as
+  // DeviceWeights::replace_experts says; tokens computed afterwards are the same as without
+  // the change (every replica holds the same bytes and the expert code does not depend on
+  // where it runs). kInvalidArgument naming the layer for a map of the wrong shape; HBM and
+  // copy errors: nothing changed. Load statistics (expert_load()) are kept.
+  Status apply_expert_maps(std::span<const ic::ExpertMap> per_moe_layer,
+                           PlacementChangeStats* stats = nullptr);
   // Tokens each routed expert received since the engine opened (logical ids; the load
   // statistics an expert balancer reads), per MoE layer.
   const std::vector<std::vector<uint64_t>>& expert_load() const;
