@@ -87,9 +87,15 @@ struct ExpertMoveStats {
   uint32_t replicas_copied = 0;    // new replicas written over the fabric from a kept one
   uint32_t replicas_migrated = 0;  // replicas whose page moved to their new NPU
   uint32_t replicas_freed = 0;     // replicas dropped
-  uint32_t banks_rebuilt = 0;      // (MoE layer, rank) working copies rebuilt
+  uint32_t banks_rebuilt = 0;      // (MoE layer, rank) expert banks reassembled
+  uint32_t working_copies_built = 0;  // host working copies converted (replicas new to a rank)
   uint64_t fabric_bytes = 0;       // bytes over the fabric: copies and migrated pages
   double modelled_ns = 0;          // modelled duration of the transfers (see replace_experts)
+  // Wall time of the simulated copies (the fabric engines run on the host here) and of
+  // building the host working copies (which stand in for the NPU's matrix engine reading
+  // HBM: a device has no such step). The rest of the call is the runtime's own work.
+  int64_t copy_wall_ns = 0;
+  int64_t working_copy_wall_ns = 0;
 };
 
 // Called during load with (bytes done, bytes in all); never from another thread.
@@ -130,7 +136,8 @@ class DeviceWeights {
   // expert while another gains it hands its replica over (own-page blocks: the page migrates,
   // keeping its global address; packed blocks: a fabric copy to a new block, the old one
   // freed); other gaining ranks get a fabric copy of a kept replica; other losing ranks free
-  // theirs. Working copies of the ranks whose expert list changed are rebuilt. Not concurrent
+  // theirs. Host working copies are built for replicas new to a rank; a rank's kept replicas
+  // keep theirs (its expert bank is reassembled). Not concurrent
   // with a step (the caller runs it between steps). Atomic: on error (kInvalidArgument for a
   // map of the wrong shape or invalid; HBM or copy errors naming the NPU) the placement in
   // use is unchanged. modelled_ns: the copies' fabric-engine time (the slowest NPU) plus the

@@ -2,9 +2,12 @@
 // (re-placement of routed experts). Not a public header.
 #pragma once
 
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "models/engine/device_weights.h"
+#include "runtime/stream.h"
 
 namespace moe::models {
 
@@ -18,6 +21,8 @@ struct DeviceWeights::State {
   std::vector<MoeLayerWorking> moe;
   std::vector<uint64_t> hbm_per_rank;
   std::vector<ic::ExpertMap> layer_maps;             // [moe layer]: the map in use
+  // Fabric streams of the NPUs re-placement copied to (kept for the next one).
+  std::unordered_map<dev::NpuId, std::unique_ptr<rt::Stream>> fabric_streams;
 };
 
 }  // namespace moe::models

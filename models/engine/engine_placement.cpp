@@ -130,8 +130,10 @@ Status DeviceWeights::replace_experts(rt::Runtime& runtime, std::span<const ic::
     return s.expert_blocks[uint64_t{m} * R + rank][index];
   };
 
-  // 1. Copies into fresh blocks, pulled by each destination NPU's transfer engine.
-  std::unordered_map<dev::NpuId, std::unique_ptr<rt::Stream>> streams;
+  // 1. Copies into fresh blocks, pulled by each destination NPU's transfer engine (its
+  //    fabric stream is kept for later re-placements).
+  const int64_t t_copy = wall_now_ns();
+  std::unordered_map<dev::NpuId, rt::Stream*> streams;
   std::unordered_map<dev::NpuId, ModelTime> stream_start;
   for (uint32_t m = 0; m < M; ++m)
     for (uint32_t r = 0; r < R; ++r)
@@ -143,12 +145,16 @@ Status DeviceWeights::replace_experts(rt::Runtime& runtime, std::span<const ic::
                                                   : HbmBlock::allocate(memory, npu, bytes, what);
         if (!block.ok()) return Status(block.status()).with_context("replace experts");
         slot.fresh = std::move(block).value();
-        auto& stream = streams[npu];
-        if (!stream) {
-          auto created = rt::Stream::create(runtime, npu, rt::StreamKind::kFabric);
-          if (!created.ok())
-            return Status(created.status()).with_context(strformat("replace experts: fabric stream of NPU %u", npu));
-          stream = std::move(created).value();
+        rt::Stream*& stream = streams[npu];
+        if (stream == nullptr) {
+          std::unique_ptr<rt::Stream>& kept = s.fabric_streams[npu];
+          if (!kept) {
+            auto created = rt::Stream::create(runtime, npu, rt::StreamKind::kFabric);
+            if (!created.ok())
+              return Status(created.status()).with_context(strformat("replace experts: fabric stream of NPU %u", npu));
+            kept = std::move(created).value();
+          }
+          stream = kept.get();
           stream_start[npu] = stream->modelled_time();
         }
         MOE_TRY(stream->copy(slot.fresh.addr(), old_block(m, slot.from_rank, slot.from_index).addr(), bytes));
@@ -162,28 +168,30 @@ Status DeviceWeights::replace_experts(rt::Runtime& runtime, std::span<const ic::
     copy_ns = std::max(copy_ns, double((stream->modelled_time() - stream_start[npu]).ns));
   }
 
-  // 2. New working copies of the ranks whose set changed (from the bytes in HBM: a block
-  //    about to migrate is read where it is now; its bytes do not change).
-  std::vector<ExpertBank> banks(uint64_t{M} * R);
+  st.copy_wall_ns = wall_now_ns() - t_copy;
+
+  // 2. Working copies of the replicas new to a rank (from the bytes in HBM: a block about to
+  //    migrate is read where it is now; its bytes do not change). Kept replicas keep theirs.
+  const int64_t t_banks = wall_now_ns();
+  std::vector<ExpertBank> fresh_banks(uint64_t{M} * R);
   for (uint32_t m = 0; m < M; ++m)
     for (uint32_t r = 0; r < R; ++r) {
-      if (!changed[uint64_t{m} * R + r]) continue;
-      const std::vector<NewSlot>& slots = plan[uint64_t{m} * R + r];
-      if (slots.empty()) continue;
-      std::vector<ExpertWeights> views(slots.size());
-      for (size_t j = 0; j < slots.size(); ++j) {
-        const NewSlot& slot = slots[j];
+      std::vector<ExpertWeights> views;
+      for (const NewSlot& slot : plan[uint64_t{m} * R + r]) {
+        if (slot.kind == SlotKind::kKeep) continue;
         const HbmBlock& b = slot.kind == SlotKind::kCopy ? slot.fresh : old_block(m, slot.from_rank, slot.from_index);
         const uint16_t* base = b.as<const uint16_t>();
-        views[j] = {{base, n}, {base + n, n}, {base + 2 * n, n}};
+        views.push_back({{base, n}, {base + n, n}, {base + 2 * n, n}});
       }
+      if (views.empty()) continue;
       auto bank = ExpertBank::create(c.hidden, c.expert_intermediate, views, s.placement.precision);
       if (!bank.ok())
         return Status(bank.status()).with_context(strformat("replace experts: layer %u EP rank %u",
                                                             c.num_dense_layers + m, r));
-      banks[uint64_t{m} * R + r] = std::move(bank).value();
-      ++st.banks_rebuilt;
+      fresh_banks[uint64_t{m} * R + r] = std::move(bank).value();
+      st.working_copies_built += static_cast<uint32_t>(views.size());
     }
+  st.working_copy_wall_ns = wall_now_ns() - t_banks;
 
   // 3. Hand-overs by page migration; undone on failure.
   std::vector<std::pair<HbmBlock*, dev::NpuId>> migrated;  // block, where it was
@@ -239,7 +247,18 @@ Status DeviceWeights::replace_experts(rt::Runtime& runtime, std::span<const ic::
     for (const HbmBlock& b : s.expert_blocks[i]) st.replicas_freed += b.valid() ? 1 : 0;
     s.hbm_per_rank[r] += next[i].size() * bytes;
     s.hbm_per_rank[r] -= s.expert_blocks[i].size() * bytes;
-    s.banks[i / R][r] = std::move(banks[i]);
+    // The rank's new bank: kept experts move over from its old bank, new ones from the
+    // working copies built above (same shape and precision: take_expert cannot fail).
+    ExpertBank& old_bank = s.banks[i / R][r];
+    ExpertBank bank = ExpertBank::empty(c.hidden, c.expert_intermediate, s.placement.precision);
+    uint32_t next_fresh = 0;
+    for (const NewSlot& slot : plan[i]) {
+      const Status taken = slot.kind == SlotKind::kKeep ? bank.take_expert(old_bank, slot.from_index)
+                                                        : bank.take_expert(fresh_banks[i], next_fresh++);
+      MOE_ASSERT(taken.ok());
+    }
+    old_bank = plan[i].empty() ? ExpertBank{} : std::move(bank);
+    ++st.banks_rebuilt;
   }
   s.expert_blocks = std::move(next);  // the old lists (and the blocks still in them) go
   s.layer_maps.assign(maps.begin(), maps.end());

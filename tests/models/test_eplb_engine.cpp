@@ -7,6 +7,7 @@
 
 #include <numeric>
 
+#include "interconnect/quant_int8.h"
 #include "models/engine/generate.h"
 #include "models/eplb/imbalance.h"
 #include "models/eplb/placement_policy.h"
@@ -208,4 +209,36 @@ TEST_CASE("models.eplb.engine: a skewed load is rebalanced and bad maps change n
   CHECK(in_use_per_npu(*rt) == hbm);
   CHECK(eplb::replicas_added(e->expert_map(1), maps.value()[1]) == 0);
   CHECK(eplb::replicas_added(maps.value()[1], e->expert_map(1)) == 0);
+}
+
+TEST_CASE("models.eplb: ExpertBank::take_expert moves prepared experts without changing them") {
+  const uint32_t H = 16, I = 8;
+  const uint64_t n = uint64_t{H} * I;
+  std::vector<uint16_t> w(3 * 3 * n);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = ic::float_to_bf16(float((i * 7919) % 97) / 97.0f - 0.5f);
+  auto view = [&](uint32_t e) {
+    const uint16_t* b = w.data() + e * 3 * n;
+    return ExpertWeights{{b, n}, {b + n, n}, {b + 2 * n, n}};
+  };
+  for (ExpertPrecision p : {ExpertPrecision::kBf16, ExpertPrecision::kInt8}) {
+    const std::vector<ExpertWeights> all = {view(0), view(1), view(2)}, picked = {view(2), view(0)};
+    ExpertBank source = ExpertBank::create(H, I, all, p).value();
+    const ExpertBank expected = ExpertBank::create(H, I, picked, p).value();
+    ExpertBank assembled = ExpertBank::empty(H, I, p);
+    REQUIRE(assembled.take_expert(source, 2).ok());
+    REQUIRE(assembled.take_expert(source, 0).ok());
+    CHECK(assembled.size() == 2);
+    CHECK(assembled.take_expert(source, 3).code() == StatusCode::kInvalidArgument);
+    ExpertBank other = ExpertBank::empty(H, I + 1, p);
+    CHECK(other.take_expert(source, 1).code() == StatusCode::kInvalidArgument);
+    CHECK(other.size() == 0);
+    std::vector<float> x(5 * H);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 11) / 11.0f - 0.4f;
+    const std::vector<uint32_t> offsets = {0, 3, 5};
+    std::vector<float> got(5 * H), want(5 * H);
+    ExpertWorkspace ws;
+    REQUIRE(run_experts(assembled, x, 5, offsets, {}, got, ws).ok());
+    REQUIRE(run_experts(expected, x, 5, offsets, {}, want, ws).ok());
+    CHECK(got == want);
+  }
 }
