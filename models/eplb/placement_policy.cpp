@@ -287,4 +287,46 @@ StatusOr<std::vector<ic::ExpertMap>> rebalance(const std::vector<std::vector<dou
   return out;
 }
 
+StatusOr<std::vector<ic::ExpertMap>> transition_stages(const ic::ExpertMap& from,
+                                                       const ic::ExpertMap& to,
+                                                       uint32_t num_stages) {
+  if (from.num_experts() != to.num_experts() || from.num_ranks() != to.num_ranks() || num_stages == 0)
+    return make_error(StatusCode::kInvalidArgument,
+                      "expert transition: from %u experts over %u ranks to %u over %u in %u stages",
+                      from.num_experts(), from.num_ranks(), to.num_experts(), to.num_ranks(),
+                      num_stages);
+  MOE_TRY(from.validate());
+  MOE_TRY(to.validate());
+  // Changing experts, weighted by the replicas they add (a removal-only change weighs 1).
+  std::vector<Item> changing;
+  for (uint32_t e = 0; e < to.num_experts(); ++e) {
+    std::vector<uint32_t> a = from.replicas(e), b = to.replicas(e);
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    if (a == b) continue;
+    uint32_t added = 0;
+    for (uint32_t r : b) added += std::binary_search(a.begin(), a.end(), r) ? 0 : 1;
+    changing.push_back({e, double(std::max(added, 1u))});
+  }
+  const uint32_t stages = static_cast<uint32_t>(std::min<size_t>(num_stages, changing.size()));
+  std::vector<ic::ExpertMap> out;
+  if (stages == 0) return out;
+  // Distinct ids: pack_items is plain LPT here; capacity allows any split.
+  const std::vector<std::vector<Item>> groups =
+      pack_items(changing, stages, static_cast<uint32_t>(changing.size()));
+  std::vector<uint32_t> stage_of(to.num_experts(), UINT32_MAX);  // UINT32_MAX: unchanged
+  for (uint32_t k = 0; k < stages; ++k)
+    for (const Item& it : groups[k]) stage_of[it.id] = k;
+  for (uint32_t k = 0; k < stages; ++k) {
+    ic::ExpertMap map(to.num_experts(), to.num_ranks());
+    for (uint32_t e = 0; e < to.num_experts(); ++e) {
+      const bool moved = stage_of[e] != UINT32_MAX && stage_of[e] <= k;
+      for (uint32_t r : (moved || stage_of[e] == UINT32_MAX ? to : from).replicas(e))
+        MOE_TRY(map.add_replica(e, r));
+    }
+    out.push_back(std::move(map));
+  }
+  return out;
+}
+
 }  // namespace moe::models::eplb

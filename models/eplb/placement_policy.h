@@ -74,4 +74,17 @@ StatusOr<std::vector<ic::ExpertMap>> rebalance(const std::vector<std::vector<dou
                                                const PlacementShape& shape, Policy policy,
                                                std::span<const ic::ExpertMap> current = {});
 
+// A transition from `from` to `to` in `num_stages` steps, so that no single re-placement
+// (Engine::apply_expert_maps, one per step boundary) moves more than about 1/num_stages of
+// the replicas: the experts whose replica set changes are split into num_stages groups
+// balanced by replicas added (LPT); stage k's map gives the experts of groups <= k their
+// replicas in `to` and the others theirs in `from`. Every stage map is valid (each expert
+// has its full old or new set); a rank may briefly hold more than slots_per_rank replicas
+// (the old experts it is about to give up and the new ones it gained). The last map equals
+// `to` in replica sets. Fewer maps when fewer experts change than num_stages (none when
+// nothing changes). kInvalidArgument for maps of different shapes or num_stages 0.
+StatusOr<std::vector<ic::ExpertMap>> transition_stages(const ic::ExpertMap& from,
+                                                       const ic::ExpertMap& to,
+                                                       uint32_t num_stages);
+
 }  // namespace moe::models::eplb

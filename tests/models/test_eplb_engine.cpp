@@ -78,11 +78,12 @@ std::vector<std::vector<uint32_t>> reference_tokens(const ModelWeights& w) {
   return out.value();
 }
 
-// Generates with two re-placements during decoding: after `first` tokens of request 0 the
-// balancer's maps for the load observed so far, after `second` tokens back to the maps the
-// engine started with. Returns the tokens; checks the moves and the HBM totals.
+// Generates with re-placements during decoding: after 3 tokens of request 0 the balancer's
+// maps for the load observed so far (in `stages` steps: transition_stages, applied after
+// tokens 3, 4, ...), after 6 tokens back to the maps the engine started with (at once).
+// Returns the tokens; checks the moves and the HBM totals.
 std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights& w, bool own_pages,
-                                                             eplb::Policy policy) {
+                                                             eplb::Policy policy, uint32_t stages) {
   auto rt = open_n8();
   EngineOptions o;
   o.expert_own_pages = own_pages;
@@ -98,6 +99,8 @@ std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights&
       eplb::placement_shape(rt->topology(), npus, c.num_experts, c.num_groups, c.num_experts / 8);
 
   uint32_t tokens_of_0 = 0;
+  std::vector<ic::ExpertMap> target;
+  std::vector<std::vector<ic::ExpertMap>> staged;  // [stage][moe layer]
   Status failure = ok_status();
   uint32_t applied = 0;
   auto on_token = [&](size_t request, uint32_t) {
@@ -107,20 +110,31 @@ std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights&
       const auto loads = as_double(e.expert_load());
       auto maps = eplb::rebalance(loads, shape, policy, initial);
       if (!maps.ok()) { failure = maps.status(); return; }
+      target = maps.value();
       double before = 0, after = 0;
       for (uint32_t m = 0; m < c.num_moe_layers(); ++m) {
         before = std::max(before, eplb::imbalance(loads[m], initial[m]));
-        after = std::max(after, eplb::imbalance(loads[m], maps.value()[m]));
+        after = std::max(after, eplb::imbalance(loads[m], target[m]));
       }
       MESSAGE(c.name << std::string(own_pages ? " own pages" : " packed") << ": observed imbalance (max over layers) "
                      << before << " -> " << after);
       CHECK(after < before);
+      staged.assign(stages, {});
+      for (uint32_t m = 0; m < c.num_moe_layers(); ++m) {
+        auto t = eplb::transition_stages(initial[m], target[m], stages);
+        if (!t.ok()) { failure = t.status(); return; }
+        REQUIRE(t.value().size() == stages);
+        for (uint32_t k = 0; k < stages; ++k) staged[k].push_back(t.value()[k]);
+      }
+    }
+    if (tokens_of_0 >= 3 && tokens_of_0 < 3 + stages) {
       PlacementChangeStats st;
-      failure = e.apply_expert_maps(maps.value(), &st);
+      failure = e.apply_expert_maps(staged[tokens_of_0 - 3], &st);
       if (!failure.ok()) return;
       ++applied;
       CHECK(st.layers_changed == c.num_moe_layers());
       CHECK(st.moves.banks_rebuilt > 0);
+      CHECK(st.moves.working_copies_built > 0);
       CHECK(st.moves.fabric_bytes > 0);
       CHECK(st.moves.modelled_ns > 0);
       if (own_pages) {
@@ -129,12 +143,15 @@ std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights&
         CHECK(st.moves.replicas_migrated == 0);
         CHECK(st.moves.replicas_copied > 0);
       }
-      for (uint32_t m = 0; m < c.num_moe_layers(); ++m)
-        CHECK(eplb::replicas_added(e.expert_map(m), maps.value()[m]) == 0);
       // The replicas each rank now holds are what its working copies hold.
       for (uint32_t m = 0; m < c.num_moe_layers(); ++m)
         for (uint32_t r = 0; r < 8; ++r)
           CHECK(e.weights().experts(m, r).size() == e.expert_map(m).local_experts(r).size());
+      if (tokens_of_0 == 2 + stages)
+        for (uint32_t m = 0; m < c.num_moe_layers(); ++m) {
+          CHECK(eplb::replicas_added(e.expert_map(m), target[m]) == 0);
+          CHECK(eplb::replicas_added(target[m], e.expert_map(m)) == 0);
+        }
     } else if (tokens_of_0 == 6) {
       PlacementChangeStats st;
       failure = e.apply_expert_maps(initial, &st);
@@ -148,7 +165,7 @@ std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights&
   auto out = generate(e, reqs, nullptr, on_token);
   REQUIRE_MESSAGE(failure.ok(), failure.to_string());
   REQUIRE_MESSAGE(out.ok(), out.status().to_string());
-  CHECK(applied == 2);
+  CHECK(applied == stages + 1);
   if (own_pages) {
     uint64_t pages_in = 0;
     for (uint32_t n = 0; n < 8; ++n) pages_in += rt->memory().npu_stats(n).pages_migrated_in;
@@ -159,14 +176,14 @@ std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights&
 
 }  // namespace
 
-TEST_CASE("models.eplb.engine: re-placing experts mid-generation changes no token (fabric copies)") {
+TEST_CASE("models.eplb.engine: re-placing experts mid-generation in 2 stages changes no token (fabric copies)") {
   const auto ref = reference_tokens(builtin_weights());
-  CHECK(generate_with_replacement(builtin_weights(), false, eplb::Policy::kGlobal) == ref);
+  CHECK(generate_with_replacement(builtin_weights(), false, eplb::Policy::kGlobal, 2) == ref);
 }
 
 TEST_CASE("models.eplb.engine: re-placing experts by page migration changes no token") {
   const auto ref = reference_tokens(small_weights());
-  CHECK(generate_with_replacement(small_weights(), true, eplb::Policy::kHierarchical) == ref);
+  CHECK(generate_with_replacement(small_weights(), true, eplb::Policy::kHierarchical, 1) == ref);
 }
 
 TEST_CASE("models.eplb.engine: a skewed load is rebalanced and bad maps change nothing") {

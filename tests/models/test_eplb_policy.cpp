@@ -225,3 +225,39 @@ TEST_CASE("models.eplb: the load tracker folds deltas into a decayed window") {
   CHECK(t.window()[0][0] == doctest::Approx(9.0));
   CHECK(t.observe({{1, 2, 3, 4}}).code() == StatusCode::kInvalidArgument);
 }
+
+TEST_CASE("models.eplb: a transition in stages moves a share of the replicas per stage") {
+  PlacementShape shape;
+  shape.num_experts = 384;
+  shape.num_ranks = 8;
+  shape.slots_per_rank = 56;
+  const ic::ExpertMap from = ic::ExpertMap::uniform(384, 8);
+  const ic::ExpertMap to = rebalance_layer(zipf_loads(384, 1.0, 21), shape, Policy::kGlobal, &from).value().map;
+  const uint32_t total = replicas_added(from, to);
+  REQUIRE(total > 40);
+  auto stages = transition_stages(from, to, 4);
+  REQUIRE(stages.ok());
+  REQUIRE(stages.value().size() == 4);
+  const ic::ExpertMap* prev = &from;
+  uint32_t sum = 0;
+  for (const ic::ExpertMap& m : stages.value()) {
+    REQUIRE(m.validate().ok());
+    for (uint32_t r = 0; r < 8; ++r) {  // still one replica per rank at most
+      const auto local = m.local_experts(r);
+      std::set<uint32_t> ids;
+      for (const auto& l : local) ids.insert(l.expert);
+      CHECK(ids.size() == local.size());
+    }
+    const uint32_t added = replicas_added(*prev, m);
+    CHECK(added <= total / 4 + 8);  // balanced: about a quarter each
+    sum += added;
+    prev = &m;
+  }
+  CHECK(sum == total);  // every replica arrives once
+  CHECK(replicas_added(stages.value().back(), to) == 0);
+  CHECK(replicas_added(to, stages.value().back()) == 0);
+  // Nothing to change: no stage; bad arguments refused.
+  CHECK(transition_stages(to, to, 3).value().empty());
+  CHECK(transition_stages(from, to, 0).status().code() == StatusCode::kInvalidArgument);
+  CHECK(!transition_stages(from, ic::ExpertMap::uniform(384, 4), 2).ok());
+}
