@@ -2,8 +2,8 @@
 //
 //  moe.eplb_replace_wall_ms: wall time of Engine::apply_expert_maps (global policy, one spare
 //    slot per NPU: 384 redundant replicas per MoE layer) for the load observed over a 32-token
-//    prefill and a few decode steps of 16 sequences, applied one MoE layer per step boundary
-//    (the longest of those pauses): how long serving pauses. Baseline: the
+//    prefill and a few decode steps of 16 sequences, reached in 12 transition stages, one per
+//    step boundary (eplb::transition_stages; the longest of those pauses): how long serving pauses. Baseline: the
 //    median wall time of one decode step of the same engine; ratio = pause / step (target:
 //    under 1, "no pause longer than one step"). Result check: the greedy tokens of the steps
 //    after the re-placement equal those of an engine that never re-placed.
@@ -30,7 +30,7 @@ struct Run {
   std::vector<uint32_t> tokens;      // step-major greedy tokens after the re-placement point
   std::vector<int64_t> step_wall_ns;
   std::vector<double> step_modelled_ns;
-  models::PlacementChangeStats change;  // the longest of the per-layer re-placements
+  models::PlacementChangeStats change;  // the longest of the staged re-placements
   uint32_t copied = 0;
   uint64_t fabric_bytes = 0;
   double imbalance_before = 0, imbalance_after = 0;
@@ -42,6 +42,8 @@ const models::ModelWeights& weights() {
       models::ModelWeights::random(models::model_config("builtin").value(), 7).value();
   return w;
 }
+
+constexpr uint32_t kStages = 12;
 
 // 1 prefill + `before` decode steps, optionally a re-placement, then `after` decode steps.
 Run serve(bool replace, int before, int after) {
@@ -77,10 +79,10 @@ Run serve(bool replace, int before, int after) {
   }
   std::vector<uint32_t> next(batch);
   std::vector<float> logits;
-  std::vector<ic::ExpertMap> target;
+  std::vector<std::vector<ic::ExpertMap>> staged;  // [stage][moe layer]
   for (int step = 0; step <= before + after; ++step) {
-    // The new maps are computed once from the load so far, then applied one MoE layer per
-    // step boundary, so each pause moves one layer's experts.
+    // The new maps are computed once from the load so far, then reached in kStages
+    // transition stages (eplb::transition_stages), one per step boundary.
     if (replace && step == before + 1) {
       std::vector<ic::ExpertMap> current;
       std::vector<std::vector<double>> loads;
@@ -95,18 +97,23 @@ Run serve(bool replace, int before, int after) {
         std::fprintf(stderr, "bench: %s\n", maps.status().to_string().c_str());
         return run;
       }
-      target = std::move(maps).value();
       for (uint32_t m = 0; m < c.num_moe_layers(); ++m) {
         run.imbalance_before = std::max(run.imbalance_before, models::eplb::imbalance(loads[m], current[m]));
-        run.imbalance_after = std::max(run.imbalance_after, models::eplb::imbalance(loads[m], target[m]));
+        run.imbalance_after = std::max(run.imbalance_after, models::eplb::imbalance(loads[m], maps.value()[m]));
+      }
+      staged.assign(kStages, current);
+      for (uint32_t m = 0; m < c.num_moe_layers(); ++m) {
+        auto t = models::eplb::transition_stages(current[m], maps.value()[m], kStages);
+        if (!t.ok()) {
+          std::fprintf(stderr, "bench: %s\n", t.status().to_string().c_str());
+          return run;
+        }
+        for (uint32_t k = 0; k < kStages; ++k) staged[k][m] = t.value()[std::min<size_t>(k, t.value().size() - 1)];
       }
     }
-    if (replace && step > before && step <= before + int(c.num_moe_layers())) {
-      std::vector<ic::ExpertMap> next;
-      for (uint32_t m = 0; m < c.num_moe_layers(); ++m)
-        next.push_back(int(m) == step - before - 1 ? target[m] : e.expert_map(m));
+    if (replace && step > before && step <= before + int(kStages)) {
       models::PlacementChangeStats change;
-      const Status s = e.apply_expert_maps(next, &change);
+      const Status s = e.apply_expert_maps(staged[step - before - 1], &change);
       if (!s.ok()) {
         std::fprintf(stderr, "bench: %s\n", s.to_string().c_str());
         return run;
@@ -147,7 +154,7 @@ double median(std::vector<T> v) {
 }
 
 MOE_BENCHMARK(moe_eplb_replace) {
-  const int before = 3, after = ctx.quick ? 3 : 8;
+  const int before = 3, after = int(kStages) + (ctx.quick ? 2 : 8);
   const Run with = serve(true, before, after);
   const Run without = serve(false, before, after);
   const bool ok = with.ok && without.ok && with.tokens == without.tokens &&
@@ -157,9 +164,9 @@ MOE_BENCHMARK(moe_eplb_replace) {
   const double step_modelled_us = median(with.step_modelled_ns) / 1e3;
   const double copy_us = with.change.moves.modelled_ns / 1e3;
   const auto& mv = with.change.moves;
-  std::printf("  moe.eplb_replace_wall_ms: longest per-layer pause %.2f ms (simulated copies %.2f, "
+  std::printf("  moe.eplb_replace_wall_ms: longest stage pause %.2f ms (simulated copies %.2f, "
               "working copies %.2f, runtime %.2f) vs decode step %.2f ms; in all %u replicas copied, "
-              "%.1f MiB over the fabric; longest layer %.1f us modelled; imbalance %.3f -> %.3f; "
+              "%.1f MiB over the fabric; longest stage %.1f us modelled; imbalance %.3f -> %.3f; "
               "tokens %s\n",
               pause_ms, double(mv.copy_wall_ns) / 1e6, double(mv.working_copy_wall_ns) / 1e6,
               double(with.change.wall_ns - mv.copy_wall_ns - mv.working_copy_wall_ns) / 1e6, step_ms,
@@ -167,8 +174,8 @@ MOE_BENCHMARK(moe_eplb_replace) {
               with.imbalance_after, ok ? "equal" : "DIFFER");
   ctx.record({"moe.eplb_replace_wall_ms", pause_ms, "ms", step_ms, step_ms > 0 ? pause_ms / step_ms : 0,
               "wall", ok,
-              "built-in model on 384 NPUs: longest apply_expert_maps pause, one MoE layer per step "
-              "(global policy, 384 redundant replicas per layer); baseline one decode step (batch "
+              "built-in model on 384 NPUs: longest apply_expert_maps pause of a re-placement in 12 "
+              "stages (global policy, 384 redundant replicas per layer); baseline one decode step (batch "
               "16); target ratio < 1"});
   ctx.record({"moe.eplb_imbalance", with.imbalance_after, "max/mean", with.imbalance_before,
               with.imbalance_before > 0 ? with.imbalance_after / with.imbalance_before : 0,
@@ -177,7 +184,7 @@ MOE_BENCHMARK(moe_eplb_replace) {
               "re-placement; baseline the initial contiguous layout"});
   ctx.record({"moe.eplb_replace_modelled_us", copy_us, "us", step_modelled_us,
               step_modelled_us > 0 ? copy_us / step_modelled_us : 0, "modelled", ok,
-              "modelled fabric time of the longest per-layer re-placement's weight copies; "
+              "modelled fabric time of the longest re-placement stage's weight copies; "
               "baseline one decode step's modelled time"});
 }
 
