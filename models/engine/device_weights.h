@@ -26,7 +26,8 @@
 // bank expert of that width computes them.
 //
 // Ownership: DeviceWeights owns its HBM blocks (freed on destruction, before the Runtime
-// closes) and working copies. Immutable after load(): const access from any thread.
+// closes) and working copies. Immutable after load() except through replace_experts() (the
+// engine calls it between steps): const access from any thread while nothing re-places.
 #pragma once
 
 #include <cstdint>

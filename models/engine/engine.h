@@ -3,7 +3,8 @@
 // Deployment (DeepSeek-V3's, at any scale from 1 NPU to 384):
 //  - Expert parallelism: every NPU of the engine is one EP rank; the routed experts of each MoE
 //    layer are placed over the ranks by an ExpertMap (default: contiguous blocks, DeepEP's
-//    layout; redundant replicas of hot experts allowed). Tokens travel to their experts and
+//    layout; redundant replicas of hot experts allowed; apply_expert_maps() gives each MoE
+//    layer a map of its own between steps: models/eplb/). Tokens travel to their experts and
 //    back by the interconnect's fused dispatch and combine (interconnect/moe_dispatch.h) over
 //    one MoeBuffer.
 //  - Attention data parallelism: `attention_dp` of the EP ranks (spread evenly over the list)
