@@ -154,8 +154,8 @@ class Engine {
   uint32_t kv_total_blocks(uint32_t dp) const;
   uint32_t sequences_on(uint32_t dp) const;
   const DeviceWeights& weights() const;
-  // The map MoE layer `moe_layer` routes by now (every layer: the one given at create,
-  // until apply_expert_maps changes them).
+  // The map MoE layer `moe_layer` (< config().num_moe_layers()) routes by now (every layer:
+  // the one given at create, until apply_expert_maps changes them).
   const ic::ExpertMap& expert_map(uint32_t moe_layer = 0) const;
 
   // Expert re-placement (EPLB; engine_placement.cpp): per_moe_layer[m] becomes MoE layer m's

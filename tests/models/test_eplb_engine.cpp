@@ -9,6 +9,7 @@
 
 #include "interconnect/quant_int8.h"
 #include "models/engine/generate.h"
+#include "models/eplb/expert_load.h"
 #include "models/eplb/imbalance.h"
 #include "models/eplb/placement_policy.h"
 #include "runtime/runtime.h"
@@ -57,12 +58,6 @@ std::vector<uint64_t> in_use_per_npu(rt::Runtime& rt) {
   return out;
 }
 
-std::vector<std::vector<double>> as_double(const std::vector<std::vector<uint64_t>>& counts) {
-  std::vector<std::vector<double>> out;
-  for (const auto& layer : counts) out.emplace_back(layer.begin(), layer.end());
-  return out;
-}
-
 std::vector<ic::ExpertMap> current_maps(const Engine& e) {
   std::vector<ic::ExpertMap> out;
   for (uint32_t m = 0; m < e.config().num_moe_layers(); ++m) out.push_back(e.expert_map(m));
@@ -107,7 +102,9 @@ std::vector<std::vector<uint32_t>> generate_with_replacement(const ModelWeights&
     if (request != 0) return;
     ++tokens_of_0;
     if (tokens_of_0 == 3) {
-      const auto loads = as_double(e.expert_load());
+      eplb::ExpertLoadTracker tracker(c.num_moe_layers(), c.num_experts, 1.0);
+      if (!(failure = tracker.observe(e.expert_load())).ok()) return;
+      const auto& loads = tracker.window();
       auto maps = eplb::rebalance(loads, shape, policy, initial);
       if (!maps.ok()) { failure = maps.status(); return; }
       target = maps.value();
@@ -206,8 +203,25 @@ TEST_CASE("models.eplb.engine: a skewed load is rebalanced and bad maps change n
   CHECK(before > 2.0);
   CHECK(after < 1.1);
   for (uint32_t hot : {3u, 4u, 100u, 201u}) CHECK(maps.value()[0].replicas(hot).size() > 1);
+  std::vector<uint64_t> rank_bytes(8), rank_experts(8, 0);
+  for (uint32_t r = 0; r < 8; ++r) {
+    rank_bytes[r] = e->weights().hbm_bytes_on_rank(r);
+    for (uint32_t m = 0; m < c.num_moe_layers(); ++m) rank_experts[r] += initial[m].local_experts(r).size();
+  }
   PlacementChangeStats st;
   REQUIRE(e->apply_expert_maps(maps.value(), &st).ok());
+  // Each rank's HBM account changes by the replicas it gained or lost.
+  const uint64_t expert_bytes = 3ull * c.hidden * c.expert_intermediate * 2;
+  for (uint32_t r = 0; r < 8; ++r) {
+    uint64_t now = 0;
+    for (uint32_t m = 0; m < c.num_moe_layers(); ++m) now += maps.value()[m].local_experts(r).size();
+    CHECK(e->weights().hbm_bytes_on_rank(r) + rank_experts[r] * expert_bytes == rank_bytes[r] + now * expert_bytes);
+  }
+  CHECK(st.moves.replicas_copied == [&] {
+    uint32_t n = 0;
+    for (uint32_t m = 0; m < c.num_moe_layers(); ++m) n += eplb::replicas_added(initial[m], maps.value()[m]);
+    return n;
+  }());
   for (uint32_t m = 0; m < c.num_moe_layers(); ++m)
     CHECK(eplb::imbalance(loads[m], e->expert_map(m)) == doctest::Approx(after).epsilon(0.2));
 
