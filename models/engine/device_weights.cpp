@@ -6,6 +6,8 @@
 // the buffer is reused: one copy per block, a few thousand for 384 NPUs.
 #include "models/engine/device_weights.h"
 
+#include "models/engine/device_weights_state.h"
+
 #include <unordered_map>
 
 #include "interconnect/quant_int8.h"
@@ -15,17 +17,6 @@
 #include "runtime/stream.h"
 
 namespace moe::models {
-
-struct DeviceWeights::State {
-  ModelConfig config;
-  DevicePlacement placement;
-  std::vector<std::vector<HbmBlock>> replica_blocks;  // [DP rank][tensor]
-  std::vector<ReplicaWeights> replicas;
-  std::vector<std::vector<HbmBlock>> expert_blocks;  // [moe layer * R + rank][local expert]
-  std::vector<std::vector<ExpertBank>> banks;        // [moe layer][rank]
-  std::vector<MoeLayerWorking> moe;
-  std::vector<uint64_t> hbm_per_rank;
-};
 
 namespace {
 
@@ -113,6 +104,7 @@ const ReplicaWeights& DeviceWeights::replica(uint32_t d) const { return s_->repl
 const MoeLayerWorking& DeviceWeights::moe_layer(uint32_t m) const { return s_->moe[m]; }
 const ExpertBank& DeviceWeights::experts(uint32_t m, uint32_t rank) const { return s_->banks[m][rank]; }
 uint64_t DeviceWeights::hbm_bytes_on_rank(uint32_t rank) const { return s_->hbm_per_rank[rank]; }
+const ic::ExpertMap& DeviceWeights::layer_map(uint32_t m) const { return s_->layer_maps[m]; }
 
 uint64_t DeviceWeights::hbm_bytes_needed(const ModelConfig& config, const DevicePlacement& p) {
   uint64_t local = 0;
@@ -197,6 +189,7 @@ StatusOr<DeviceWeights> DeviceWeights::load(rt::Runtime& runtime, const ModelWei
   s.moe.resize(M);
   s.expert_blocks.resize(uint64_t{M} * R);
   s.banks.assign(M, std::vector<ExpertBank>(R));
+  s.layer_maps.assign(M, placement.map);
   const std::vector<HbmBlock>& first = s.replica_blocks.front();
   for (uint32_t m = 0; m < M; ++m) {
     const uint32_t l = c.num_dense_layers + m;
@@ -230,8 +223,10 @@ StatusOr<DeviceWeights> DeviceWeights::load(rt::Runtime& runtime, const ModelWei
           MOE_TRY(weights.read_into(
               expert_tensor_name(l, local[j].expert, static_cast<ExpertProj>(proj)),
               std::span(staging).subspan(proj * n * 2, n * 2)));
-        auto block = HbmBlock::allocate(memory, placement.npus[r], bytes,
-                                        strformat("layer %u expert %u", l, local[j].expert));
+        const std::string what = strformat("layer %u expert %u", l, local[j].expert);
+        auto block = placement.expert_own_pages
+                         ? HbmBlock::allocate_own_page(memory, placement.npus[r], bytes, what)
+                         : HbmBlock::allocate(memory, placement.npus[r], bytes, what);
         if (!block.ok())
           return Status(block.status()).with_context(strformat("experts on EP rank %u", r));
         MOE_TRY(uploader.upload(block.value(), staging));

@@ -26,12 +26,14 @@
 // bank expert of that width computes them.
 //
 // Ownership: DeviceWeights owns its HBM blocks (freed on destruction, before the Runtime
-// closes) and working copies. Immutable after load(): const access from any thread.
+// closes) and working copies. Immutable after load() except through replace_experts() (the
+// engine calls it between steps): const access from any thread while nothing re-places.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "interconnect/moe_dispatch_map.h"
@@ -73,8 +75,28 @@ struct MoeLayerWorking {
 struct DevicePlacement {
   std::vector<dev::NpuId> npus;   // EP rank r is npus[r]
   std::vector<uint32_t> dp_ranks; // the EP ranks that are attention DP ranks, ascending
-  ic::ExpertMap map;              // routed experts over the EP ranks (no shared experts)
+  ic::ExpertMap map;              // routed experts over the EP ranks (no shared experts), every
+                                  // MoE layer at load (re-placement: DeviceWeights::layer_map)
   ExpertPrecision precision = ExpertPrecision::kBf16;
+  // Each routed-expert replica on an HBM page of its own, so re-placement moves it by page
+  // migration (the memory layer's remapping) instead of a copy; costs a page per replica.
+  bool expert_own_pages = false;
+};
+
+// What one re-placement of routed experts did (DeviceWeights::replace_experts).
+struct ExpertMoveStats {
+  uint32_t replicas_copied = 0;    // new replicas written over the fabric from a kept one
+  uint32_t replicas_migrated = 0;  // replicas whose page moved to their new NPU
+  uint32_t replicas_freed = 0;     // replicas dropped
+  uint32_t banks_rebuilt = 0;      // (MoE layer, rank) expert banks reassembled
+  uint32_t working_copies_built = 0;  // host working copies converted (replicas new to a rank)
+  uint64_t fabric_bytes = 0;       // bytes over the fabric: copies and migrated pages
+  double modelled_ns = 0;          // modelled duration of the transfers (see replace_experts)
+  // Wall time of the simulated copies (the fabric engines run on the host here) and of
+  // building the host working copies (which stand in for the NPU's matrix engine reading
+  // HBM: a device has no such step). The rest of the call is the runtime's own work.
+  int64_t copy_wall_ns = 0;
+  int64_t working_copy_wall_ns = 0;
 };
 
 // Called during load with (bytes done, bytes in all); never from another thread.
@@ -107,6 +129,23 @@ class DeviceWeights {
   const ExpertBank& experts(uint32_t m, uint32_t rank) const;
   // HBM bytes this object holds on EP rank r's NPU.
   uint64_t hbm_bytes_on_rank(uint32_t rank) const;
+  // The expert map MoE layer m routes by now (placement().map until a re-placement).
+  const ic::ExpertMap& layer_map(uint32_t m) const;
+
+  // Re-places the routed experts: maps[m] becomes MoE layer m's map (engine_placement.cpp).
+  // Per (layer, expert): a replica on a rank in both maps stays; a rank that loses the
+  // expert while another gains it hands its replica over (own-page blocks: the page migrates,
+  // keeping its global address; packed blocks: a fabric copy to a new block, the old one
+  // freed); other gaining ranks get a fabric copy of a kept replica; other losing ranks free
+  // theirs. Host working copies are built for replicas new to a rank; a rank's kept replicas
+  // keep theirs (its expert bank is reassembled). Not concurrent
+  // with a step (the caller runs it between steps). Atomic: on error (kInvalidArgument for a
+  // map of the wrong shape or invalid; HBM or copy errors naming the NPU) the placement in
+  // use is unchanged. modelled_ns: the copies' fabric-engine time (the slowest NPU) plus the
+  // migrations' bytes over the busiest NPU's fabric bandwidth (the memory layer's migration
+  // copies through host mappings and has no modelled clock of its own).
+  Status replace_experts(rt::Runtime& runtime, std::span<const ic::ExpertMap> maps,
+                         ExpertMoveStats* stats = nullptr);
 
  private:
   struct State;

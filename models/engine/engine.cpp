@@ -90,6 +90,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(rt::Runtime& runtime, const Mod
   placement.dp_ranks = s->dp_ranks;
   placement.map = options.expert_map ? *options.expert_map : ic::ExpertMap::uniform(c.num_experts, R);
   placement.precision = options.precision;
+  placement.expert_own_pages = options.expert_own_pages;
   const uint64_t need = DeviceWeights::hbm_bytes_needed(c, placement);
   if (need > options.max_weight_bytes)
     return make_error(StatusCode::kResourceExhausted,
@@ -297,7 +298,9 @@ uint32_t Engine::kv_free_blocks(uint32_t dp) const { return s_->pools[dp].free_b
 uint32_t Engine::kv_total_blocks(uint32_t dp) const { return s_->pools[dp].shape().num_blocks; }
 uint32_t Engine::sequences_on(uint32_t dp) const { return s_->seqs_per_dp[dp]; }
 const DeviceWeights& Engine::weights() const { return s_->weights; }
-const ic::ExpertMap& Engine::expert_map() const { return s_->weights.placement().map; }
+const ic::ExpertMap& Engine::expert_map(uint32_t moe_layer) const {
+  return s_->config.num_moe_layers() == 0 ? s_->weights.placement().map : s_->weights.layer_map(moe_layer);
+}
 const std::vector<std::vector<uint64_t>>& Engine::expert_load() const { return s_->expert_load; }
 
 }  // namespace moe::models

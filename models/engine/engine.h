@@ -3,7 +3,9 @@
 // Deployment (DeepSeek-V3's, at any scale from 1 NPU to 384):
 //  - Expert parallelism: every NPU (or every die: ranks_per_npu) of the engine is one EP
 //    rank; the routed experts of each MoE layer are placed over the ranks by an ExpertMap
-//    (default: contiguous blocks, DeepEP's layout; redundant replicas of hot experts allowed). Tokens travel to their experts and
+//    (default: contiguous blocks, DeepEP's layout; redundant replicas of hot experts allowed;
+//    apply_expert_maps() gives each MoE layer a map of its own between steps: models/eplb/).
+//    Tokens travel to their experts and
 //    back by the interconnect's fused dispatch and combine (interconnect/moe_dispatch.h) over
 //    one MoeBuffer.
 //  - Attention data parallelism: `attention_dp` of the EP ranks (spread evenly over the list)
@@ -76,6 +78,10 @@ struct EngineOptions {
   uint64_t max_weight_bytes = uint64_t{8} << 30;  // refuse to place more (a full-size model
                                                   // belongs in timing mode: moe simulate)
   LoadProgress progress;              // weight loading progress (optional)
+  // Each routed-expert replica on its own HBM page: re-placement then migrates pages
+  // (DevicePlacement::expert_own_pages). A page per replica; for models whose experts
+  // fill pages anyway, or to move experts without copies.
+  bool expert_own_pages = false;
 };
 
 // A sequence: an index into the engine's table and a generation (stale ids are refused).
@@ -116,6 +122,13 @@ struct SequenceKvBlocks {
   kernels::KvDtype dtype = kernels::KvDtype::kFloat32;
   uint64_t block_bytes = 0;
   std::vector<mem::GlobalAddr> k, v;
+};
+
+// What one re-placement of routed experts did and cost (Engine::apply_expert_maps).
+struct PlacementChangeStats {
+  ExpertMoveStats moves;        // replicas copied, migrated, freed; fabric bytes; modelled ns
+  int64_t wall_ns = 0;          // the call's wall time: how long serving paused
+  uint32_t layers_changed = 0;  // MoE layers whose map differs from the one in use
 };
 
 class Engine {
@@ -170,7 +183,19 @@ class Engine {
   uint32_t kv_total_blocks(uint32_t dp) const;
   uint32_t sequences_on(uint32_t dp) const;
   const DeviceWeights& weights() const;
-  const ic::ExpertMap& expert_map() const;
+  // The map MoE layer `moe_layer` (< config().num_moe_layers()) routes by now (every layer:
+  // the one given at create, until apply_expert_maps changes them).
+  const ic::ExpertMap& expert_map(uint32_t moe_layer = 0) const;
+
+  // Expert re-placement (EPLB; engine_placement.cpp): per_moe_layer[m] becomes MoE layer m's
+  // map, one per MoE layer, same experts and ranks as the engine's. Run between two steps:
+  // serving pauses for this call only (its wall time is in stats). Weights move as
+  // DeviceWeights::replace_experts says; tokens computed afterwards are the same as without
+  // the change (every replica holds the same bytes and the expert code does not depend on
+  // where it runs). kInvalidArgument naming the layer for a map of the wrong shape; HBM and
+  // copy errors: nothing changed. Load statistics (expert_load()) are kept.
+  Status apply_expert_maps(std::span<const ic::ExpertMap> per_moe_layer,
+                           PlacementChangeStats* stats = nullptr);
   // Tokens each routed expert received since the engine opened (logical ids; the load
   // statistics an expert balancer reads), per MoE layer.
   const std::vector<std::vector<uint64_t>>& expert_load() const;

@@ -326,7 +326,7 @@ Status moe_layer_step(EngineState& s, uint32_t layer, StepStats& st) {
     for (uint32_t e = 0; e < c.num_experts; ++e) s.expert_load[m][e] += h.routing.expert_counts[e];
   }
   int64_t t0 = wall_now_ns();
-  auto handle = ic::moe_dispatch(*s.buffer, s.weights.placement().map, s.dispatch_inputs, c.top_k);
+  auto handle = ic::moe_dispatch(*s.buffer, s.weights.layer_map(m), s.dispatch_inputs, c.top_k);
   st.comm_wall_ns += wall_now_ns() - t0;
   if (!handle.ok()) return Status(handle.status()).with_context(strformat("layer %u dispatch", layer));
   s.handle = std::move(handle).value();

@@ -37,6 +37,19 @@ class HbmBlock {
   // from the allocator (naming the NPU and the bytes).
   static StatusOr<HbmBlock> allocate(mem::GlobalMemory& memory, dev::NpuId npu, uint64_t bytes,
                                      std::string_view what = "hbm block");
+  // As allocate(), on a page of its own that no other allocation shares
+  // (AllocRequest::own_pages), so migrate_to() moves exactly this block (expert weights that
+  // the balancer moves between NPUs). Holds a whole page of HBM.
+  static StatusOr<HbmBlock> allocate_own_page(mem::GlobalMemory& memory, dev::NpuId npu,
+                                              uint64_t bytes, std::string_view what = "hbm block");
+
+  // Moves the block's page to `target` through the memory layer's remapping
+  // (GlobalMemory::migrate): the global address stays, npu() and host() follow the page.
+  // Precondition: an own-page block (else neighbours would move too: kFailedPrecondition),
+  // nobody writes it meanwhile. Errors from migrate (kOutOfMemory on the target: the block
+  // has not moved).
+  Status migrate_to(dev::NpuId target, mem::MigrateResult* result = nullptr);
+  bool own_page() const { return own_page_; }
 
   mem::GlobalAddr addr() const { return addr_; }
   uint64_t bytes() const { return bytes_; }
@@ -55,6 +68,7 @@ class HbmBlock {
   uint64_t bytes_ = 0;
   dev::NpuId npu_ = 0;
   void* host_ = nullptr;
+  bool own_page_ = false;
 };
 
 }  // namespace moe::models

@@ -25,6 +25,32 @@ const char* expert_precision_name(ExpertPrecision p) {
   return p == ExpertPrecision::kInt8 ? "int8" : "bf16";
 }
 
+ExpertBank ExpertBank::empty(uint32_t hidden, uint32_t inter, ExpertPrecision precision) {
+  ExpertBank bank;
+  bank.hidden_ = hidden;
+  bank.inter_ = inter;
+  bank.precision_ = precision;
+  return bank;
+}
+
+Status ExpertBank::take_expert(ExpertBank& from, uint32_t index) {
+  if (from.hidden_ != hidden_ || from.inter_ != inter_ || from.precision_ != precision_ ||
+      index >= from.size())
+    return make_error(StatusCode::kInvalidArgument,
+                      "ExpertBank::take_expert: expert %u of a bank of %u (hidden %u inter %u) "
+                      "into one of hidden %u inter %u%s", index, from.size(), from.hidden_,
+                      from.inter_, hidden_, inter_,
+                      from.precision_ != precision_ ? ", precisions differ" : "");
+  if (precision_ == ExpertPrecision::kInt8) {
+    gate_up_q_.push_back(std::move(from.gate_up_q_[index]));
+    down_q_.push_back(std::move(from.down_q_[index]));
+  } else {
+    gate_up_.push_back(std::move(from.gate_up_[index]));
+    down_.push_back(std::move(from.down_[index]));
+  }
+  return ok_status();
+}
+
 StatusOr<ExpertBank> ExpertBank::create(uint32_t hidden, uint32_t inter,
                                         std::span<const ExpertWeights> experts,
                                         ExpertPrecision precision) {

@@ -66,6 +66,15 @@ class ExpertBank {
                                      std::span<const ExpertWeights> experts,
                                      ExpertPrecision precision);
 
+  // An empty bank of this shape; experts come from take_expert().
+  static ExpertBank empty(uint32_t hidden, uint32_t inter, ExpertPrecision precision);
+  // Moves expert `index` of `from` (same shape and precision) to the end of this bank
+  // without converting its weights again, leaving `from`'s entry hollow: `from` must be
+  // discarded afterwards, not run (expert re-placement assembles a rank's new bank from its
+  // old one: models/engine/engine_placement.cpp). kInvalidArgument for a shape or precision
+  // mismatch or an index out of range (nothing moved).
+  Status take_expert(ExpertBank& from, uint32_t index);
+
   uint32_t size() const { return static_cast<uint32_t>(gate_up_.size() + gate_up_q_.size()); }
   uint32_t hidden() const { return hidden_; }
   uint32_t inter() const { return inter_; }
