@@ -116,6 +116,9 @@ TEST_CASE("tools.protocol: default messages round-trip, and names follow the sch
   CHECK(message_name(ErrorReply{}) == "ErrorReply");
   CHECK(message_type_name(0) == "unknown");
   CHECK(message_type_name(200) == "unknown");
+  auto cancel = encode_frame(7, CancelRequest{3});  // the request-id + body shorthand
+  REQUIRE(cancel.ok());
+  CHECK(*cancel == frame_of({7, CancelRequest{3}}));
   CHECK(wire_type(StatusRequest{}) == static_cast<uint8_t>(fb::Message::StatusRequest));
   CHECK(wire_type(ErrorReply{}) == static_cast<uint8_t>(fb::Message::ErrorReply));
 }

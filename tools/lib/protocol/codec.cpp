@@ -31,9 +31,22 @@ namespace fbs = ::flatbuffers;
 
 // ---- the mirrors agree with the schema ----
 
+// The wire type of alternative T of Body (its index + 1), without constructing one.
+template <typename T, typename V>
+struct AlternativeIndex;
+template <typename T, typename... Ts>
+struct AlternativeIndex<T, std::variant<Ts...>> {
+  static constexpr size_t value = [] {
+    constexpr bool same[] = {std::is_same_v<T, Ts>...};
+    for (size_t i = 0; i < sizeof...(Ts); ++i) {
+      if (same[i]) return i;
+    }
+    return sizeof...(Ts);
+  }();
+};
 template <typename T>
 constexpr uint8_t wire_index() {
-  return static_cast<uint8_t>(Body(T{}).index() + 1);
+  return static_cast<uint8_t>(AlternativeIndex<T, Body>::value + 1);
 }
 static_assert(std::variant_size_v<Body> == static_cast<size_t>(fb::Message::MAX));
 static_assert(wire_index<StatusRequest>() == static_cast<uint8_t>(fb::Message::StatusRequest));

@@ -44,10 +44,10 @@ StatusOr<std::vector<uint8_t>> encode_frame(const Message& message,
                                             size_t max_frame_bytes = max_frame_bytes_option());
 
 // The same for a request id and a body of any message type: encode_frame(7, CancelRequest{3}).
-template <typename Body>
-StatusOr<std::vector<uint8_t>> encode_frame(uint64_t request_id, Body body,
+template <typename T>
+StatusOr<std::vector<uint8_t>> encode_frame(uint64_t request_id, T body,
                                             size_t max_frame_bytes = max_frame_bytes_option()) {
-  return encode_frame(Message{request_id, proto::Body(std::move(body))}, max_frame_bytes);
+  return encode_frame(Message{request_id, Body(std::move(body))}, max_frame_bytes);
 }
 
 // Decodes one frame payload (FrameDecoder::payload()). The payload may sit at any address

@@ -71,6 +71,7 @@ class FrameDecoder {
 
   // The payload of the frame just returned (8-byte aligned, as the FlatBuffers accessors
   // need). Valid until the next decode(). Precondition: the last decode() returned kFrame.
+  // (The buffer behind it keeps the capacity of the largest frame seen, at most the limit.)
   std::span<const uint8_t> payload() const;
   // The header's version byte of the frame just returned.
   uint8_t version() const { return header_[7]; }
