@@ -1,7 +1,7 @@
 // libFuzzer target: the moed frame decoder and message codec on arbitrary bytes.
 //
 // The first input byte picks how the rest is cut into pieces (1..64 bytes, or whole), as a
-// socket might deliver it; the decoder runs under a 4 KiB frame limit so that oversized
+// socket might deliver it, with an empty piece before each; the decoder runs under a 4 KiB frame limit so that oversized
 // lengths are reachable. Every payload it cuts out goes through decode_payload(); every
 // message accepted must re-encode, decode again and re-encode to the same bytes. ASan/UBSan
 // catch reads out of bounds and undefined behaviour; the checks below abort on a broken
@@ -45,6 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     size_t piece = piece_bytes == 0 ? rest.size() : std::min(piece_bytes, rest.size());
     std::span<const uint8_t> input = rest.first(piece);
     rest = rest.subspan(piece);
+    std::span<const uint8_t> nothing;  // a read that returned no bytes changes nothing
+    if (decoder.decode(&nothing) == FrameDecoder::State::kFrame) fail("a frame from no bytes");
     while (true) {
       size_t before = input.size();
       FrameDecoder::State state = decoder.decode(&input);

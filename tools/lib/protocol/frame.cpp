@@ -91,7 +91,7 @@ FrameDecoder::State FrameDecoder::decode(std::span<const uint8_t>* input) {
 
   if (header_have_ < kFrameHeaderBytes) {
     size_t take = std::min(kFrameHeaderBytes - header_have_, input->size());
-    std::memcpy(header_ + header_have_, input->data(), take);
+    if (take > 0) std::memcpy(header_ + header_have_, input->data(), take);
     *input = input->subspan(take);
     header_have_ += take;
     consumed_ += take;
