@@ -6,7 +6,7 @@
 //   bytes 8..   the payload: one FlatBuffer whose root is a moe.proto.fb.Envelope
 // The header's layout is fixed for every version, so a peer of another version is always
 // recognised and refused by name. A frame is at most max_frame_bytes long, header included
-// (option TOOLS/PROTOCOL_MAX_FRAME_BYTES, default 1 MiB).
+// (option PROTOCOL_MAX_FRAME_BYTES, env MOE_PROTOCOL_MAX_FRAME_BYTES, default 1 MiB).
 //
 // FrameDecoder takes bytes in pieces of any size, as a socket delivers them, and yields one
 // complete payload at a time. It never reads outside the bytes it is given and never holds
