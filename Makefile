@@ -59,7 +59,7 @@ TEST_BIN := $(BIN)/moe-tests
 all: $(TOOL_BINS) $(TEST_BIN)
 
 help:
-	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@tools/install-deps.sh
