@@ -5,6 +5,7 @@
 #   make test       deps + build + layer check + every test (doctest)
 #   make bench      deps + build + every benchmark; writes build/bench.json
 #   make check-layers   fail if a lower layer includes a higher one
+#   make fuzz       build the protocol fuzzer (clang + libFuzzer) and run it FUZZ_SECONDS (20)
 # Switches: DEBUG=1 (no optimisation, expensive asserts), ASAN=1 (address + UB sanitizers).
 # Each variant builds in its own folder (build/, build/debug/, build/asan/).
 
@@ -54,11 +55,11 @@ tool_dir = $(word 2,$(subst :, ,$(1)))
 TOOL_BINS := $(foreach t,$(TOOLS),$(BIN)/$(call tool_name,$(t)))
 TEST_BIN := $(BIN)/moe-tests
 
-.PHONY: all deps run test bench check-layers clean help
+.PHONY: all deps run test bench check-layers clean help fuzz
 all: $(TOOL_BINS) $(TEST_BIN)
 
 help:
-	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@tools/install-deps.sh
@@ -101,6 +102,7 @@ test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@tools/check-layers.sh .
 	MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
+	@$(fuzz_in_test)
 
 bench: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
@@ -109,4 +111,45 @@ bench: deps
 clean:
 	rm -rf $(BUILD_ROOT)
 
--include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+# ---- fuzzing: the protocol frame decoder under libFuzzer (Debian: clang, libclang-rt-dev) ----
+# `make fuzz` builds build/fuzz/fuzz_frame (tools/fuzz/) with clang, writes a seed corpus of
+# valid frames and runs it FUZZ_SECONDS; `make test` runs it FUZZ_TEST_SECONDS (seeded) when
+# clang with libFuzzer is present, and says it skipped otherwise (0 skips it always).
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 20
+FUZZ_TEST_SECONDS ?= 10
+FUZZ_DIR := $(BUILD_ROOT)/fuzz
+FUZZ_FLAGS := -std=c++20 -O1 -g -I. -I$(GEN) -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_LIB_OBJS := $(patsubst %.cpp,$(FUZZ_DIR)/obj/%.o,$(sort $(wildcard runtime/base/*.cpp tools/lib/protocol/*.cpp)))
+# Evaluated only when used: "yes" when FUZZ_CXX links a libFuzzer target.
+FUZZ_OK = $(shell printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' | \
+            $(FUZZ_CXX) -x c++ -fsanitize=fuzzer - -o /dev/null >/dev/null 2>&1 && echo yes)
+
+$(FUZZ_DIR)/obj/%.o: %.cpp | $(GEN_HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_frame: $(FUZZ_DIR)/obj/tools/fuzz/fuzz_frame.o $(FUZZ_LIB_OBJS)
+	$(FUZZ_CXX) -fsanitize=fuzzer,address,undefined $^ -lflatbuffers -pthread -o $@
+
+$(FUZZ_DIR)/fuzz_corpus: $(FUZZ_DIR)/obj/tools/fuzz/fuzz_corpus.o $(FUZZ_LIB_OBJS)
+	$(FUZZ_CXX) -fsanitize=fuzzer-no-link,address,undefined $^ -lflatbuffers -pthread -o $@
+
+fuzz: deps
+	@[ "$(FUZZ_OK)" = yes ] || { echo "make fuzz: $(FUZZ_CXX) cannot link a libFuzzer target (Debian: apt-get install clang libclang-rt-dev)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory -j$(JOBS) $(FUZZ_DIR)/fuzz_frame $(FUZZ_DIR)/fuzz_corpus
+	@rm -rf $(FUZZ_DIR)/seeds && mkdir -p $(FUZZ_DIR)/seeds $(FUZZ_DIR)/corpus
+	$(FUZZ_DIR)/fuzz_corpus $(FUZZ_DIR)/seeds
+	$(FUZZ_DIR)/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_ARGS) $(FUZZ_DIR)/corpus $(FUZZ_DIR)/seeds
+
+define fuzz_in_test
+if [ "$(FUZZ_TEST_SECONDS)" = 0 ]; then echo "make test: protocol fuzzer skipped (FUZZ_TEST_SECONDS=0)"; \
+elif [ "$(FUZZ_OK)" != yes ]; then echo "make test: protocol fuzzer skipped: $(FUZZ_CXX) with libFuzzer not found (Debian: clang libclang-rt-dev)"; \
+else echo "make test: protocol fuzzer, $(FUZZ_TEST_SECONDS) s (log: $(FUZZ_DIR)/test.log)"; mkdir -p $(FUZZ_DIR); \
+  if $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) FUZZ_ARGS=-seed=1 > $(FUZZ_DIR)/test.log 2>&1; \
+  then grep -E '^Done [0-9]+ runs' $(FUZZ_DIR)/test.log || true; \
+  else tail -n 40 $(FUZZ_DIR)/test.log; echo "make test: the protocol fuzzer failed (artifacts in $(FUZZ_DIR)/)"; exit 1; fi; fi
+endef
+
+-include $(shell find $(OBJ) $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)

@@ -12,6 +12,7 @@ PACKAGES=(
   libhwloc-dev           # host topology, NUMA binding
   doctest-dev            # tests
   libopenblas-dev        # dense products in functional mode
+  clang libclang-rt-dev  # make fuzz: clang with libFuzzer (make test skips the fuzzer without them)
 )
 
 missing=()
