@@ -101,8 +101,8 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@tools/check-layers.sh .
-	MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
 	@$(fuzz_in_test)
+	MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
