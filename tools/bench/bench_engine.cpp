@@ -15,6 +15,7 @@
 
 #include "models/engine/engine.h"
 #include "runtime/runtime.h"
+#include "tools/bench/greedy_decode.h"
 #include "tools/lib/bench/harness.h"
 
 namespace moe {
@@ -59,22 +60,13 @@ DecodeRun decode(const char* supernode, std::vector<dev::NpuId> npus, uint32_t d
   std::vector<uint32_t> next(batch);
   std::vector<float> logits;
   for (int step = 0; step <= warmup + timed; ++step) {
-    std::vector<models::StepInput> in;
-    for (uint32_t b = 0; b < batch; ++b)
-      in.push_back({seqs[b], step == 0 ? std::span<const uint32_t>(prompts[b])
-                                       : std::span<const uint32_t>(&next[b], 1)});
-    logits.assign(in.size() * V, 0.0f);
     models::StepStats st;
-    const Status s = e.forward(in, logits, &st);
+    const Status s = bench::greedy_step(e, seqs, prompts, step == 0, next, logits, &st);
     if (!s.ok()) {
       std::fprintf(stderr, "bench: step %d: %s\n", step, s.to_string().c_str());
       return run;
     }
-    for (uint32_t b = 0; b < batch; ++b) {
-      const float* row = logits.data() + uint64_t{b} * V;
-      next[b] = static_cast<uint32_t>(std::max_element(row, row + V) - row);
-      run.tokens.push_back(next[b]);
-    }
+    run.tokens.insert(run.tokens.end(), next.begin(), next.end());
     if (step > warmup) run.steps.push_back(st);
   }
   run.ok = true;

@@ -21,6 +21,7 @@
 #include "models/eplb/imbalance.h"
 #include "models/eplb/placement_policy.h"
 #include "runtime/runtime.h"
+#include "tools/bench/greedy_decode.h"
 #include "tools/lib/bench/harness.h"
 
 namespace moe {
@@ -122,22 +123,13 @@ Run serve(bool replace, int before, int after) {
       run.copied += change.moves.replicas_copied;
       run.fabric_bytes += change.moves.fabric_bytes;
     }
-    std::vector<models::StepInput> in;
-    for (uint32_t b = 0; b < batch; ++b)
-      in.push_back({seqs[b], step == 0 ? std::span<const uint32_t>(prompts[b])
-                                       : std::span<const uint32_t>(&next[b], 1)});
-    logits.assign(in.size() * V, 0.0f);
     models::StepStats st;
-    const Status s = e.forward(in, logits, &st);
+    const Status s = bench::greedy_step(e, seqs, prompts, step == 0, next, logits, &st);
     if (!s.ok()) {
       std::fprintf(stderr, "bench: step %d: %s\n", step, s.to_string().c_str());
       return run;
     }
-    for (uint32_t b = 0; b < batch; ++b) {
-      const float* row = logits.data() + uint64_t{b} * V;
-      next[b] = static_cast<uint32_t>(std::max_element(row, row + V) - row);
-      if (step > before) run.tokens.push_back(next[b]);
-    }
+    if (step > before) run.tokens.insert(run.tokens.end(), next.begin(), next.end());
     if (step > 0) {
       run.step_wall_ns.push_back(st.wall_ns);
       run.step_modelled_ns.push_back(st.modelled_ns);
