@@ -50,13 +50,8 @@ DecodeRun decode(const char* supernode, std::vector<dev::NpuId> npus, uint32_t d
   models::Engine& e = *engine.value();
   const uint32_t V = e.config().vocab_size;
   std::vector<models::SeqId> seqs;
-  std::vector<std::vector<uint32_t>> prompts;
-  for (uint32_t b = 0; b < batch; ++b) {
-    seqs.push_back(e.open_sequence().value());
-    std::vector<uint32_t> p;
-    for (uint32_t i = 0; i < 32; ++i) p.push_back((b * 37 + i * 11) % V);
-    prompts.push_back(std::move(p));
-  }
+  for (uint32_t b = 0; b < batch; ++b) seqs.push_back(e.open_sequence().value());
+  const std::vector<std::vector<uint32_t>> prompts = bench::synthetic_prompts(batch, 32, V);
   std::vector<uint32_t> next(batch);
   std::vector<float> logits;
   for (int step = 0; step <= warmup + timed; ++step) {

@@ -9,6 +9,15 @@
 
 namespace moe::bench {
 
+// `batch` deterministic prompts of `length` tokens below `vocab`, different per sequence.
+inline std::vector<std::vector<uint32_t>> synthetic_prompts(uint32_t batch, uint32_t length,
+                                                            uint32_t vocab) {
+  std::vector<std::vector<uint32_t>> prompts(batch);
+  for (uint32_t b = 0; b < batch; ++b)
+    for (uint32_t i = 0; i < length; ++i) prompts[b].push_back((b * 37 + i * 11) % vocab);
+  return prompts;
+}
+
 // Feeds each sequence its prompt (first step) or its last greedy token, runs one engine step,
 // and leaves each sequence's next greedy token in next[b]. logits is scratch.
 inline Status greedy_step(models::Engine& e, std::span<const models::SeqId> seqs,
