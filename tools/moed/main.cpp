@@ -2,13 +2,15 @@
 // serves local applications over a Unix socket in the moed protocol (tools/lib/daemon/).
 //
 // Signals: SIGINT and SIGTERM shut down after in-flight requests (as ShutdownRequest with
-// drain). They are blocked in every thread and taken by sigwait() on the main thread, so no
-// handler runs in the middle of the server's work. Exit: 0 after a clean shutdown, 1 when
+// drain). Their handler only writes the signal number to a pipe that the main thread reads
+// (any thread may take a signal: libraries start threads of their own before main), so no
+// handler runs server code. Exit: 0 after a clean shutdown, 1 when
 // the supernode or the socket could not be opened, 2 bad usage.
-#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -20,6 +22,15 @@
 namespace {
 
 using namespace moe;
+
+// Written by the signal handler (the signal number) and by the thread that sees the server
+// stop on its own (0); read by the main thread.
+int g_wake_pipe[2] = {-1, -1};
+
+void on_signal(int signal_number) {
+  uint8_t byte = static_cast<uint8_t>(signal_number);
+  (void)!::write(g_wake_pipe[1], &byte, 1);  // async-signal-safe
+}
 
 // $XDG_RUNTIME_DIR/moed.sock for a user session, else /run/moed.sock (a system service).
 std::string default_socket_path() {
@@ -103,13 +114,16 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Blocked before any thread starts, so every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGUSR1);  // the server stopped on its own (a ShutdownRequest)
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (::pipe(g_wake_pipe) != 0) {
+    std::perror("moed: pipe");
+    return 1;
+  }
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
 
   auto executor = daemon::EngineExecutor::start(runtime_options, queue);
   if (!executor.ok()) {
@@ -126,13 +140,14 @@ int main(int argc, char** argv) {
 
   std::thread watcher([&] {
     server.value()->wait();
-    ::kill(::getpid(), SIGUSR1);
+    uint8_t stopped = 0;
+    (void)!::write(g_wake_pipe[1], &stopped, 1);
   });
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  if (signal_number != SIGUSR1) {
-    std::fprintf(stderr, "moed: signal %d: shutting down after in-flight requests\n",
-                 signal_number);
+  uint8_t reason = 0;
+  while (::read(g_wake_pipe[0], &reason, 1) < 0 && errno == EINTR) {
+  }
+  if (reason != 0) {
+    std::fprintf(stderr, "moed: signal %d: shutting down after in-flight requests\n", reason);
     server.value()->request_shutdown(true);
   }
   watcher.join();
