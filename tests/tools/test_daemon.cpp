@@ -310,6 +310,24 @@ TEST_CASE("tools.daemon: a client that leaves mid-request frees it; drain and sh
   CHECK_FALSE(std::filesystem::exists(daemon.temp.path()));
 }
 
+TEST_CASE("tools.daemon: shutdown with drain answers the requests in flight, then closes") {
+  Daemon daemon;
+  EngineGate gate;
+  gate.block(*daemon.executor);
+  Client worker(daemon.temp.path());
+  worker.send(1, StatusRequest{false});  // in flight behind the gate
+  Client admin(daemon.temp.path());
+  admin.send(2, ShutdownRequest{true});
+  admin.receive_as<Ack>(2);
+  worker.send(3, StatusRequest{false});
+  CHECK(worker.receive_as<ErrorReply>(3).code == StatusCode::kFailedPrecondition);
+  gate.release();
+  CHECK(worker.receive_as<StatusReply>(1).state == DaemonState::kReady);
+  CHECK_FALSE(worker.receive().has_value());
+  CHECK_FALSE(admin.receive().has_value());
+  daemon.server->wait();
+}
+
 TEST_CASE("tools.daemon: uid lists parse; bad ones are named") {
   auto uids = parse_uid_list("0,1000,65534");
   REQUIRE(uids.ok());

@@ -159,6 +159,12 @@ struct Connection : std::enable_shared_from_this<Connection> {
       return;
     }
     if (auto* request = std::get_if<proto::StatusRequest>(&message.body)) {
+      if (server->state == proto::DaemonState::kStopping) {
+        send(id, proto::ErrorReply::from_status(make_error(
+                     StatusCode::kFailedPrecondition,
+                     "the daemon is shutting down; no new requests are taken")));
+        return;
+      }
       submit_status(id, request->include_topology);
     } else if (std::holds_alternative<proto::DrainRequest>(message.body) ||
                std::holds_alternative<proto::ShutdownRequest>(message.body)) {

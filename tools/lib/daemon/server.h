@@ -20,6 +20,9 @@
 // it passes the client gets kTimeout and the late result is dropped. A client that
 // disconnects frees its requests (their results are dropped; queued ones are skipped).
 //
+// Shutdown with drain: no more connections are accepted and new requests get
+// kFailedPrecondition; the requests in flight are answered, then every connection is closed.
+//
 // Served now: StatusRequest, DrainRequest, ShutdownRequest. Other requests get kUnsupported
 // naming the message until the serving engine is wired in; replies sent by a client get
 // kInvalidArgument.
