@@ -49,7 +49,7 @@ LIB_OBJS := $(patsubst %.cpp,$(OBJ)/%.o,$(LIB_SRCS))
 TEST_OBJS := $(patsubst %.cpp,$(OBJ)/%.o,$(TEST_SRCS))
 
 # Each tool binary: name -> folder of its sources.
-TOOLS := moe:tools/moe moe-bench:tools/bench moe-bringup:tools/bringup
+TOOLS := moe:tools/moe moe-bench:tools/bench moe-bringup:tools/bringup moed:tools/moed
 tool_name = $(word 1,$(subst :, ,$(1)))
 tool_dir = $(word 2,$(subst :, ,$(1)))
 TOOL_BINS := $(foreach t,$(TOOLS),$(BIN)/$(call tool_name,$(t)))

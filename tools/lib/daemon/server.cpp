@@ -1,0 +1,517 @@
+// The server: Asio on one io thread; every connection is a shared object with a read loop,
+// a frame decoder, a write queue and a table of outstanding requests.
+//
+// Design: everything that touches a socket or a Connection runs on the io thread, so no
+// connection state is locked. Engine jobs capture a weak_ptr to the connection and a shared
+// "alive" flag: a job whose connection is gone is skipped before it touches the runtime, and
+// its result (posted back with asio::post) finds no connection and is dropped. Back-pressure
+// is by not reading: the read loop is re-armed only while the connection has fewer than
+// max_inflight_per_connection outstanding requests and less than max_pending_write_bytes
+// queued for sending. Each outstanding request owns a steady_timer; whichever of the timer
+// and the result comes first answers and erases it, the other finds it gone.
+//
+// Invariants: reading_ is true iff an async read is pending; writing_ iff an async write is;
+// closing_ means no more reads, and the socket is closed once the write queue is empty.
+#define ASIO_STANDALONE 1
+#include "tools/lib/daemon/server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <asio.hpp>
+
+#include "runtime/base/clock.h"
+#include "runtime/base/log.h"
+#include "runtime/base/strformat.h"
+#include "tools/lib/daemon/topology_summary.h"
+#include "tools/lib/protocol/codec.h"
+#include "tools/lib/protocol/frame.h"
+
+namespace moe::daemon {
+
+using Stream = asio::local::stream_protocol;
+
+struct Server::Impl {
+  ServerOptions options;
+  EngineExecutor* executor = nullptr;
+  asio::io_context io;
+  Stream::acceptor acceptor{io};
+  std::thread io_thread;
+  int64_t start_wall_ns = 0;
+  proto::DaemonState state = proto::DaemonState::kReady;  // io thread
+  bool shutdown_drain = true;                               // io thread
+  uint32_t connections = 0;                                 // io thread
+  uint32_t active_requests = 0;                             // io thread
+  std::vector<std::weak_ptr<struct Connection>> all;        // io thread
+  std::vector<std::pair<std::weak_ptr<struct Connection>, uint64_t>> drain_waiters;  // io thread
+  std::mutex done_mutex;
+  std::condition_variable done_cv;
+  bool done = false;
+  bool waited = false;
+
+  bool allowed(uint32_t uid) const;
+  bool admin(uint32_t uid) const;
+  void accept_next();
+  void begin_shutdown(bool drain);
+  void maybe_finish();
+  void finish();
+};
+
+namespace {
+
+bool listed(const std::vector<uint32_t>& list, uint32_t uid) {
+  if (list.empty()) return uid == static_cast<uint32_t>(::getuid());
+  return std::find(list.begin(), list.end(), uid) != list.end();
+}
+
+}  // namespace
+
+bool Server::Impl::allowed(uint32_t uid) const { return listed(options.allowed_uids, uid); }
+bool Server::Impl::admin(uint32_t uid) const { return listed(options.admin_uids, uid); }
+
+struct Connection : std::enable_shared_from_this<Connection> {
+  struct Pending {
+    std::unique_ptr<asio::steady_timer> timer;
+    std::shared_ptr<std::atomic<bool>> alive;  // false: skip the job / drop the result
+  };
+
+  Connection(Server::Impl* server, Stream::socket socket)
+      : server(server), socket(std::move(socket)), decoder(server->options.max_frame_bytes) {}
+
+  Server::Impl* server;
+  Stream::socket socket;
+  proto::FrameDecoder decoder;
+  uint32_t uid = 0;
+  uint8_t read_buffer[16384];
+  std::deque<std::vector<uint8_t>> write_queue;
+  size_t pending_write_bytes = 0;
+  bool reading = false;
+  bool writing = false;
+  bool closing = false;
+  bool closed = false;
+  std::unordered_map<uint64_t, Pending> pending;
+
+  void start(uint32_t peer_uid) {
+    uid = peer_uid;
+    read_more();
+  }
+
+  bool may_read() const {
+    return !closing && !reading &&
+           pending.size() < server->options.max_inflight_per_connection &&
+           pending_write_bytes <= server->options.max_pending_write_bytes;
+  }
+
+  void read_more() {
+    if (!may_read()) return;
+    reading = true;
+    auto self = shared_from_this();
+    socket.async_read_some(asio::buffer(read_buffer), [self](asio::error_code ec, size_t n) {
+      self->reading = false;
+      if (ec) {  // EOF or reset: the client is gone
+        self->close_now();
+        return;
+      }
+      self->on_bytes(std::span<const uint8_t>(self->read_buffer, n));
+      self->read_more();
+    });
+  }
+
+  void on_bytes(std::span<const uint8_t> input) {
+    while (!closing) {
+      proto::FrameDecoder::State state = decoder.decode(&input);
+      if (state == proto::FrameDecoder::State::kNeedMore) return;
+      if (state == proto::FrameDecoder::State::kError) {
+        MOE_INFO("moed: uid %u: %s", uid, decoder.error().to_string().c_str());
+        send(proto::kNoRequestId, proto::ErrorReply::from_status(decoder.error()));
+        close_after_writes();
+        return;
+      }
+      uint64_t request_id = proto::kNoRequestId;
+      StatusOr<proto::Message> message = proto::decode_payload(decoder.payload(), &request_id);
+      if (!message.ok()) {
+        send(request_id, proto::ErrorReply::from_status(decoder.payload_error(message.status())));
+        continue;
+      }
+      handle(std::move(message).value());
+    }
+  }
+
+  void handle(proto::Message message) {
+    const uint64_t id = message.request_id;
+    if (pending.count(id) != 0) {
+      send(id, proto::ErrorReply::from_status(make_error(
+                   StatusCode::kAlreadyExists, "request id %llu is already in flight",
+                   static_cast<unsigned long long>(id))));
+      return;
+    }
+    if (auto* request = std::get_if<proto::StatusRequest>(&message.body)) {
+      if (server->state == proto::DaemonState::kStopping) {
+        send(id, proto::ErrorReply::from_status(make_error(
+                     StatusCode::kFailedPrecondition,
+                     "the daemon is shutting down; no new requests are taken")));
+        return;
+      }
+      submit_status(id, request->include_topology);
+    } else if (std::holds_alternative<proto::DrainRequest>(message.body) ||
+               std::holds_alternative<proto::ShutdownRequest>(message.body)) {
+      if (!server->admin(uid)) {
+        send(id, proto::ErrorReply::from_status(make_error(
+                     StatusCode::kFailedPrecondition, "%s needs an admin uid; uid %u is not one",
+                     std::string(proto::message_name(message.body)).c_str(), uid)));
+        return;
+      }
+      if (auto* shutdown = std::get_if<proto::ShutdownRequest>(&message.body)) {
+        send(id, proto::Ack{shutdown->drain ? "shutting down after in-flight requests"
+                                            : "shutting down"});
+        server->begin_shutdown(shutdown->drain);
+      } else {
+        if (server->state == proto::DaemonState::kReady) {
+          server->state = proto::DaemonState::kDraining;
+        }
+        server->drain_waiters.emplace_back(weak_from_this(), id);
+        server->maybe_finish();
+      }
+    } else {
+      uint8_t type = proto::wire_type(message.body);
+      bool is_reply = std::holds_alternative<proto::StatusReply>(message.body) ||
+                      std::holds_alternative<proto::LoadReply>(message.body) ||
+                      std::holds_alternative<proto::TokenFrame>(message.body) ||
+                      std::holds_alternative<proto::GenerateDone>(message.body) ||
+                      std::holds_alternative<proto::MetricsReply>(message.body) ||
+                      std::holds_alternative<proto::FaultReply>(message.body) ||
+                      std::holds_alternative<proto::Ack>(message.body) ||
+                      std::holds_alternative<proto::ErrorReply>(message.body);
+      send(id, proto::ErrorReply::from_status(make_error(
+                   is_reply ? StatusCode::kInvalidArgument : StatusCode::kUnsupported,
+                   is_reply ? "%s is a reply; the daemon takes requests"
+                            : "%s is not served by this daemon yet",
+                   std::string(proto::message_type_name(type)).c_str())));
+    }
+  }
+
+  // Queues a job for the engine thread under request `id`, with its deadline.
+  void submit(uint64_t id, std::function<proto::Body(EngineContext&)> work) {
+    auto alive = std::make_shared<std::atomic<bool>>(true);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    asio::io_context* io = &server->io;
+    Status posted = server->executor->try_post(
+        [alive, weak, io, id, work = std::move(work)](EngineContext& context) {
+          if (!alive->load()) return;  // the client left or timed out: skip the work
+          proto::Body body = work(context);
+          asio::post(*io, [alive, weak, id, body = std::move(body)]() mutable {
+            auto self = weak.lock();
+            if (!self || !alive->load()) return;
+            self->complete(id, std::move(body));
+          });
+        });
+    if (!posted.ok()) {
+      send(id, proto::ErrorReply::from_status(posted));
+      return;
+    }
+    Pending& entry = pending[id];
+    entry.alive = alive;
+    entry.timer = std::make_unique<asio::steady_timer>(server->io);
+    entry.timer->expires_after(std::chrono::milliseconds(server->options.request_timeout_ms));
+    ++server->active_requests;
+    entry.timer->async_wait([weak, id, alive](asio::error_code ec) {
+      if (ec) return;  // cancelled: the result came first
+      auto self = weak.lock();
+      if (!self || !alive->load()) return;
+      self->complete(id, proto::ErrorReply::from_status(make_error(
+                             StatusCode::kTimeout, "request %llu took longer than %u ms",
+                             static_cast<unsigned long long>(id),
+                             self->server->options.request_timeout_ms)));
+    });
+  }
+
+  void submit_status(uint64_t id, bool include_topology) {
+    // Daemon-side fields are read on the io thread now; the topology on the engine thread.
+    proto::StatusReply base;
+    base.daemon_version = server->options.daemon_version;
+    base.state = server->state;
+    base.uptime_wall_ns = wall_now_ns() - server->start_wall_ns;
+    base.active_requests = server->active_requests;
+    base.queued_requests = static_cast<uint32_t>(server->executor->queued());
+    submit(id, [base, include_topology](EngineContext& context) -> proto::Body {
+      proto::StatusReply reply = base;
+      if (include_topology) reply.topology = summarize_topology(*context.runtime);
+      return reply;
+    });
+  }
+
+  // The request's answer: sent, and the request freed.
+  void complete(uint64_t id, proto::Body body) {
+    auto it = pending.find(id);
+    if (it == pending.end()) return;
+    it->second.alive->store(false);
+    it->second.timer->cancel();
+    pending.erase(it);
+    --server->active_requests;
+    send(id, std::move(body));
+    read_more();  // an in-flight slot is free again
+    server->maybe_finish();
+  }
+
+  void send(uint64_t id, proto::Body body) {
+    if (closed) return;
+    std::vector<uint8_t> frame;
+    Status status = proto::append_message_frame(proto::Message{id, std::move(body)}, &frame,
+                                                server->options.max_frame_bytes);
+    if (!status.ok()) {
+      frame.clear();
+      Status refused = proto::append_message_frame(
+          proto::Message{id, proto::ErrorReply::from_status(status)}, &frame,
+          server->options.max_frame_bytes);
+      if (!refused.ok()) return;  // cannot happen with kMinFrameBytes and a short message
+    }
+    pending_write_bytes += frame.size();
+    write_queue.push_back(std::move(frame));
+    write_next();
+  }
+
+  void write_next() {
+    if (writing || write_queue.empty() || closed) return;
+    writing = true;
+    auto self = shared_from_this();
+    asio::async_write(socket, asio::buffer(write_queue.front()),
+                      [self](asio::error_code ec, size_t) {
+                        self->writing = false;
+                        if (ec) {
+                          self->close_now();
+                          return;
+                        }
+                        self->pending_write_bytes -= self->write_queue.front().size();
+                        self->write_queue.pop_front();
+                        if (self->write_queue.empty() && self->closing) {
+                          self->close_now();
+                          return;
+                        }
+                        self->write_next();
+                        self->read_more();
+                      });
+  }
+
+  void close_after_writes() {
+    closing = true;
+    if (!writing && write_queue.empty()) close_now();
+  }
+
+  // Closes the socket and frees every outstanding request (their jobs are skipped).
+  void close_now() {
+    if (closed) return;
+    closed = true;
+    closing = true;
+    for (auto& [id, entry] : pending) {
+      entry.alive->store(false);
+      entry.timer->cancel();
+      --server->active_requests;
+    }
+    pending.clear();
+    write_queue.clear();
+    pending_write_bytes = 0;
+    asio::error_code ignored;
+    socket.shutdown(Stream::socket::shutdown_both, ignored);
+    socket.close(ignored);
+    --server->connections;
+    server->maybe_finish();
+  }
+};
+
+void Server::Impl::accept_next() {
+  acceptor.async_accept([this](asio::error_code ec, Stream::socket socket) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        MOE_WARN("moed: accept: %s", ec.message().c_str());
+        if (acceptor.is_open()) accept_next();
+      }
+      return;
+    }
+    ucred credentials{};
+    socklen_t length = sizeof(credentials);
+    auto connection = std::make_shared<Connection>(this, std::move(socket));
+    ++connections;
+    all.push_back(connection);
+    if (::getsockopt(connection->socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials,
+                     &length) != 0) {
+      connection->send(proto::kNoRequestId,
+                       proto::ErrorReply::from_status(make_error(
+                           StatusCode::kInternal, "SO_PEERCRED: %s", std::strerror(errno))));
+      connection->close_after_writes();
+    } else if (!allowed(credentials.uid)) {
+      MOE_INFO("moed: refused uid %u (pid %d): not in the allow-list", credentials.uid,
+               credentials.pid);
+      connection->uid = credentials.uid;
+      connection->send(proto::kNoRequestId,
+                       proto::ErrorReply::from_status(make_error(
+                           StatusCode::kFailedPrecondition,
+                           "uid %u may not use this daemon (not in its allow-list)",
+                           credentials.uid)));
+      connection->close_after_writes();
+    } else if (state != proto::DaemonState::kReady && state != proto::DaemonState::kDraining) {
+      connection->close_now();
+    } else if (connections > options.max_connections) {
+      connection->send(proto::kNoRequestId,
+                       proto::ErrorReply::from_status(make_error(
+                           StatusCode::kResourceExhausted, "%u connections already open",
+                           options.max_connections)));
+      connection->close_after_writes();
+    } else {
+      connection->start(credentials.uid);
+    }
+    all.erase(std::remove_if(all.begin(), all.end(), [](auto& w) { return w.expired(); }),
+              all.end());
+    accept_next();
+  });
+}
+
+void Server::Impl::begin_shutdown(bool drain) {
+  if (state == proto::DaemonState::kStopping) {
+    shutdown_drain = shutdown_drain && drain;
+  } else {
+    state = proto::DaemonState::kStopping;
+    shutdown_drain = drain;
+  }
+  asio::error_code ignored;
+  acceptor.close(ignored);
+  maybe_finish();
+}
+
+// Answers drain waiters when nothing is in flight, and finishes a shutdown.
+void Server::Impl::maybe_finish() {
+  if (active_requests == 0 && !drain_waiters.empty()) {
+    auto waiters = std::move(drain_waiters);
+    drain_waiters.clear();
+    for (auto& [weak, id] : waiters) {
+      if (auto connection = weak.lock()) connection->send(id, proto::Ack{"drained"});
+    }
+  }
+  if (state != proto::DaemonState::kStopping) return;
+  if (shutdown_drain && active_requests > 0) return;
+  for (auto& weak : all) {
+    if (auto connection = weak.lock()) {
+      if (!shutdown_drain) {
+        connection->close_now();
+      } else {
+        connection->close_after_writes();
+      }
+    }
+  }
+  if (connections == 0) io.stop();
+}
+
+void Server::Impl::finish() {
+  std::lock_guard<std::mutex> lock(done_mutex);
+  done = true;
+  done_cv.notify_all();
+}
+
+StatusOr<std::unique_ptr<Server>> Server::start(const ServerOptions& given,
+                                                EngineExecutor* executor) {
+  ServerOptions options = given;
+  if (options.max_frame_bytes == 0) options.max_frame_bytes = proto::max_frame_bytes_option();
+  options.max_frame_bytes =
+      std::clamp(options.max_frame_bytes, proto::kMinFrameBytes, proto::kMaxFrameBytesCeiling);
+  if (options.max_inflight_per_connection == 0 || options.request_timeout_ms == 0) {
+    return make_error(StatusCode::kInvalidArgument,
+                      "moed: max_inflight_per_connection and request_timeout_ms must be > 0");
+  }
+  sockaddr_un probe{};
+  if (options.socket_path.empty() || options.socket_path.size() >= sizeof(probe.sun_path)) {
+    return make_error(StatusCode::kInvalidArgument,
+                      "moed: socket path '%s' is empty or longer than %zu bytes",
+                      options.socket_path.c_str(), sizeof(probe.sun_path) - 1);
+  }
+  struct stat info {};
+  if (::lstat(options.socket_path.c_str(), &info) == 0) {
+    if (!S_ISSOCK(info.st_mode)) {
+      return make_error(StatusCode::kAlreadyExists, "moed: %s exists and is not a socket",
+                        options.socket_path.c_str());
+    }
+    ::unlink(options.socket_path.c_str());  // a stale socket of an earlier daemon
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->executor = executor;
+  impl->start_wall_ns = wall_now_ns();
+  asio::error_code ec;
+  impl->acceptor.open(Stream(), ec);
+  if (!ec) impl->acceptor.bind(Stream::endpoint(options.socket_path), ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return make_error(StatusCode::kInternal, "moed: cannot listen on %s: %s",
+                      options.socket_path.c_str(), ec.message().c_str());
+  }
+  if (::chmod(options.socket_path.c_str(), 0660) != 0) {
+    return make_error(StatusCode::kInternal, "moed: chmod 0660 %s: %s",
+                      options.socket_path.c_str(), std::strerror(errno));
+  }
+  Impl* raw = impl.get();
+  raw->accept_next();
+  raw->io_thread = std::thread([raw] {
+    raw->io.run();
+    raw->finish();
+  });
+  MOE_INFO("moed: listening on %s", options.socket_path.c_str());
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  request_shutdown(false);
+  wait();
+}
+
+void Server::request_shutdown(bool drain) {
+  Impl* impl = impl_.get();
+  asio::post(impl->io, [impl, drain] { impl->begin_shutdown(drain); });
+}
+
+void Server::wait() {
+  {
+    std::unique_lock<std::mutex> lock(impl_->done_mutex);
+    impl_->done_cv.wait(lock, [this] { return impl_->done; });
+    if (impl_->waited) return;
+    impl_->waited = true;
+  }
+  if (impl_->io_thread.joinable()) impl_->io_thread.join();
+  ::unlink(impl_->options.socket_path.c_str());
+}
+
+const std::string& Server::socket_path() const { return impl_->options.socket_path; }
+
+StatusOr<std::vector<uint32_t>> parse_uid_list(const std::string& text) {
+  std::vector<uint32_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    std::string item = text.substr(start, end - start);
+    char* rest = nullptr;
+    errno = 0;
+    unsigned long value = item.empty() ? 0 : std::strtoul(item.c_str(), &rest, 10);
+    if (item.empty() || *rest != '\0' || errno != 0 || value > 0xFFFFFFFEul) {
+      return make_error(StatusCode::kInvalidArgument, "uid list '%s': '%s' is not a uid",
+                        text.c_str(), item.c_str());
+    }
+    out.push_back(static_cast<uint32_t>(value));
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace moe::daemon
