@@ -219,8 +219,8 @@ TEST_CASE("tools.daemon: an unverifiable payload is answered and the stream goes
   auto error = client.receive_as<ErrorReply>(kNoRequestId);
   CHECK(error.code == StatusCode::kParseError);
 
-  client.send(7, GenerateRequest{});  // known but not served yet
-  CHECK(client.receive_as<ErrorReply>(7).code == StatusCode::kUnsupported);
+  client.send(7, GenerateRequest{});  // no model is loaded
+  CHECK(client.receive_as<ErrorReply>(7).code == StatusCode::kNotFound);
   client.send(8, Ack{"a reply"});
   CHECK(client.receive_as<ErrorReply>(8).code == StatusCode::kInvalidArgument);
   client.send(9, StatusRequest{false});

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "tools/lib/client/client.h"
 #include "tools/lib/daemon/engine_executor.h"
 #include "tools/lib/daemon/server.h"
 
@@ -32,13 +33,6 @@ void on_signal(int signal_number) {
   (void)!::write(g_wake_pipe[1], &byte, 1);  // async-signal-safe
 }
 
-// $XDG_RUNTIME_DIR/moed.sock for a user session, else /run/moed.sock (a system service).
-std::string default_socket_path() {
-  const char* runtime_dir = std::getenv("XDG_RUNTIME_DIR");  // the session's, not an option
-  if (runtime_dir && *runtime_dir) return std::string(runtime_dir) + "/moed.sock";
-  return "/run/moed.sock";
-}
-
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: moed [options]\n"
@@ -52,7 +46,7 @@ void usage(FILE* out) {
                "  --queue N               engine queue capacity; more requests get 'busy' (default 256)\n"
                "  --timeout-ms N          per-request deadline (default 30000)\n"
                "  --help                  this text\n",
-               default_socket_path().c_str());
+               moe::default_socket_path().c_str());
 }
 
 bool parse_u64(const char* s, uint64_t* out) {
@@ -68,7 +62,7 @@ bool parse_u64(const char* s, uint64_t* out) {
 
 int main(int argc, char** argv) {
   daemon::ServerOptions server_options;
-  server_options.socket_path = default_socket_path();
+  server_options.socket_path = moe::default_socket_path();
   rt::RuntimeOptions runtime_options;
   uint64_t queue = 256;
   for (int i = 1; i < argc; ++i) {

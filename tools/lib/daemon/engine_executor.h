@@ -1,5 +1,7 @@
-// The daemon's engine thread: the one thread that owns the Runtime (and, next, the Engine and
-// serving::Server, which are single-threaded), fed through a bounded queue of jobs.
+// The daemon's engine thread: the one thread that owns the Runtime and the ModelService over
+// it (the Engine and serving::Server, which are single-threaded), fed through a bounded
+// queue of jobs. Between jobs, while the service has streams, the thread runs serving steps:
+// a queued job waits for at most one step, and an idle daemon sleeps on the queue.
 //
 // Connection handlers never touch the runtime: they post a Job here and the job posts its
 // result back to the connection's thread (the server's io thread) itself. The queue is
@@ -10,6 +12,7 @@
 // at a time, in the order posted, on the engine thread. A job must not block on the io thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -20,22 +23,26 @@
 
 #include "runtime/base/status.h"
 #include "runtime/runtime.h"
+#include "tools/lib/daemon/model_service.h"
 
 namespace moe::daemon {
 
 // What a job may use. Valid only during the job, on the engine thread.
 struct EngineContext {
   rt::Runtime* runtime = nullptr;
+  ModelService* models = nullptr;
 };
 
 class EngineExecutor {
  public:
   using Job = std::function<void(EngineContext&)>;
 
-  // Opens the runtime (errors as Runtime::open) and starts the engine thread.
-  // Precondition: queue_capacity >= 1.
+  // Opens the runtime (errors as Runtime::open) and starts the engine thread. A load that
+  // names no attention DP size gets default_attention_dp. kInvalidArgument for
+  // queue_capacity 0.
   static StatusOr<std::unique_ptr<EngineExecutor>> start(const rt::RuntimeOptions& options,
-                                                         size_t queue_capacity);
+                                                         size_t queue_capacity,
+                                                         uint32_t default_attention_dp = 16);
   ~EngineExecutor();  // stop()
   EngineExecutor(const EngineExecutor&) = delete;
   EngineExecutor& operator=(const EngineExecutor&) = delete;
@@ -44,18 +51,23 @@ class EngineExecutor {
   // kFailedPrecondition after stop(). Never blocks on the engine.
   Status try_post(Job job);
 
-  // Runs the jobs already queued, refuses new ones, joins the engine thread. Blocks until
-  // the running job and the queued ones have finished. Idempotent.
+  // Runs the jobs already queued, refuses new ones, lets the running streams end (a stream
+  // nobody wants any more is cancelled at the next step), joins the engine thread. Blocks
+  // until then. Idempotent.
   void stop();
 
   size_t queued() const;
   size_t queue_capacity() const { return capacity_; }
+  // Engine steps that failed (each logged), for metrics.
+  uint64_t failed_steps() const { return failed_steps_.load(); }
 
  private:
-  EngineExecutor(std::unique_ptr<rt::Runtime> runtime, size_t capacity);
+  EngineExecutor(std::unique_ptr<rt::Runtime> runtime, size_t capacity, uint32_t attention_dp);
   void run();
 
   std::unique_ptr<rt::Runtime> runtime_;
+  std::unique_ptr<ModelService> models_;
+  std::atomic<uint64_t> failed_steps_{0};
   const size_t capacity_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -36,7 +36,7 @@
 #include "runtime/base/clock.h"
 #include "runtime/base/log.h"
 #include "runtime/base/strformat.h"
-#include "tools/lib/daemon/topology_summary.h"
+#include "tools/lib/daemon/engine_jobs.h"
 #include "tools/lib/protocol/codec.h"
 #include "tools/lib/protocol/frame.h"
 
@@ -47,7 +47,10 @@ using Stream = asio::local::stream_protocol;
 struct Server::Impl {
   ServerOptions options;
   EngineExecutor* executor = nullptr;
-  asio::io_context io;
+  // Shared with the engine jobs, which post their results here: a job that finishes after
+  // the server stopped posts into a stopped context (the handler is dropped, never run).
+  std::shared_ptr<asio::io_context> io_holder = std::make_shared<asio::io_context>();
+  asio::io_context& io = *io_holder;
   Stream::acceptor acceptor{io};
   std::thread io_thread;
   int64_t start_wall_ns = 0;
@@ -55,6 +58,7 @@ struct Server::Impl {
   bool shutdown_drain = true;                               // io thread
   uint32_t connections = 0;                                 // io thread
   uint32_t active_requests = 0;                             // io thread
+  DaemonCounters counters;                                  // io thread (snapshots)
   std::vector<std::weak_ptr<struct Connection>> all;        // io thread
   std::vector<std::pair<std::weak_ptr<struct Connection>, uint64_t>> drain_waiters;  // io thread
   std::mutex done_mutex;
@@ -83,9 +87,15 @@ bool Server::Impl::allowed(uint32_t uid) const { return listed(options.allowed_u
 bool Server::Impl::admin(uint32_t uid) const { return listed(options.admin_uids, uid); }
 
 struct Connection : std::enable_shared_from_this<Connection> {
+  // A generate request's engine-side handle: written and read on the engine thread only.
+  struct StreamTicket {
+    bool started = false;
+    StreamId id = 0;
+  };
   struct Pending {
     std::unique_ptr<asio::steady_timer> timer;
     std::shared_ptr<std::atomic<bool>> alive;  // false: skip the job / drop the result
+    std::shared_ptr<StreamTicket> stream;      // generate requests only
   };
 
   Connection(Server::Impl* server, Stream::socket socket)
@@ -136,124 +146,265 @@ struct Connection : std::enable_shared_from_this<Connection> {
       if (state == proto::FrameDecoder::State::kNeedMore) return;
       if (state == proto::FrameDecoder::State::kError) {
         MOE_INFO("moed: uid %u: %s", uid, decoder.error().to_string().c_str());
-        send(proto::kNoRequestId, proto::ErrorReply::from_status(decoder.error()));
+        ++server->counters.bad_frames_total;
+        send_error(proto::kNoRequestId, decoder.error());
         close_after_writes();
         return;
       }
       uint64_t request_id = proto::kNoRequestId;
       StatusOr<proto::Message> message = proto::decode_payload(decoder.payload(), &request_id);
       if (!message.ok()) {
-        send(request_id, proto::ErrorReply::from_status(decoder.payload_error(message.status())));
+        ++server->counters.bad_frames_total;
+        send_error(request_id, decoder.payload_error(message.status()));
         continue;
       }
+      ++server->counters.requests_total;
       handle(std::move(message).value());
     }
   }
 
+  void send_error(uint64_t id, const Status& status) {
+    ++server->counters.errors_total;
+    send(id, proto::ErrorReply::from_status(status));
+  }
+
+  bool is_reply(const proto::Body& body) const {
+    return std::holds_alternative<proto::StatusReply>(body) ||
+           std::holds_alternative<proto::LoadReply>(body) ||
+           std::holds_alternative<proto::TokenFrame>(body) ||
+           std::holds_alternative<proto::GenerateDone>(body) ||
+           std::holds_alternative<proto::MetricsReply>(body) ||
+           std::holds_alternative<proto::FaultReply>(body) ||
+           std::holds_alternative<proto::Ack>(body) ||
+           std::holds_alternative<proto::ErrorReply>(body);
+  }
+
+  bool needs_admin(const proto::Body& body) const {
+    return std::holds_alternative<proto::DrainRequest>(body) ||
+           std::holds_alternative<proto::ShutdownRequest>(body) ||
+           std::holds_alternative<proto::FaultRequest>(body);
+  }
+
   void handle(proto::Message message) {
     const uint64_t id = message.request_id;
+    const std::string name(proto::message_name(message.body));
+    if (is_reply(message.body)) {
+      send_error(id, make_error(StatusCode::kInvalidArgument,
+                                "%s is a reply; the daemon takes requests", name.c_str()));
+      return;
+    }
     if (pending.count(id) != 0) {
-      send(id, proto::ErrorReply::from_status(make_error(
-                   StatusCode::kAlreadyExists, "request id %llu is already in flight",
-                   static_cast<unsigned long long>(id))));
+      send_error(id, make_error(StatusCode::kAlreadyExists, "request id %llu is already in flight",
+                                static_cast<unsigned long long>(id)));
       return;
     }
-    if (auto* request = std::get_if<proto::StatusRequest>(&message.body)) {
-      if (server->state == proto::DaemonState::kStopping) {
-        send(id, proto::ErrorReply::from_status(make_error(
-                     StatusCode::kFailedPrecondition,
-                     "the daemon is shutting down; no new requests are taken")));
-        return;
-      }
-      submit_status(id, request->include_topology);
-    } else if (std::holds_alternative<proto::DrainRequest>(message.body) ||
-               std::holds_alternative<proto::ShutdownRequest>(message.body)) {
-      if (!server->admin(uid)) {
-        send(id, proto::ErrorReply::from_status(make_error(
-                     StatusCode::kFailedPrecondition, "%s needs an admin uid; uid %u is not one",
-                     std::string(proto::message_name(message.body)).c_str(), uid)));
-        return;
-      }
-      if (auto* shutdown = std::get_if<proto::ShutdownRequest>(&message.body)) {
-        send(id, proto::Ack{shutdown->drain ? "shutting down after in-flight requests"
-                                            : "shutting down"});
-        server->begin_shutdown(shutdown->drain);
-      } else {
-        if (server->state == proto::DaemonState::kReady) {
-          server->state = proto::DaemonState::kDraining;
-        }
-        server->drain_waiters.emplace_back(weak_from_this(), id);
-        server->maybe_finish();
-      }
-    } else {
-      uint8_t type = proto::wire_type(message.body);
-      bool is_reply = std::holds_alternative<proto::StatusReply>(message.body) ||
-                      std::holds_alternative<proto::LoadReply>(message.body) ||
-                      std::holds_alternative<proto::TokenFrame>(message.body) ||
-                      std::holds_alternative<proto::GenerateDone>(message.body) ||
-                      std::holds_alternative<proto::MetricsReply>(message.body) ||
-                      std::holds_alternative<proto::FaultReply>(message.body) ||
-                      std::holds_alternative<proto::Ack>(message.body) ||
-                      std::holds_alternative<proto::ErrorReply>(message.body);
-      send(id, proto::ErrorReply::from_status(make_error(
-                   is_reply ? StatusCode::kInvalidArgument : StatusCode::kUnsupported,
-                   is_reply ? "%s is a reply; the daemon takes requests"
-                            : "%s is not served by this daemon yet",
-                   std::string(proto::message_type_name(type)).c_str())));
-    }
-  }
-
-  // Queues a job for the engine thread under request `id`, with its deadline.
-  void submit(uint64_t id, std::function<proto::Body(EngineContext&)> work) {
-    auto alive = std::make_shared<std::atomic<bool>>(true);
-    std::weak_ptr<Connection> weak = weak_from_this();
-    asio::io_context* io = &server->io;
-    Status posted = server->executor->try_post(
-        [alive, weak, io, id, work = std::move(work)](EngineContext& context) {
-          if (!alive->load()) return;  // the client left or timed out: skip the work
-          proto::Body body = work(context);
-          asio::post(*io, [alive, weak, id, body = std::move(body)]() mutable {
-            auto self = weak.lock();
-            if (!self || !alive->load()) return;
-            self->complete(id, std::move(body));
-          });
-        });
-    if (!posted.ok()) {
-      send(id, proto::ErrorReply::from_status(posted));
+    if (needs_admin(message.body) && !server->admin(uid)) {
+      MOE_INFO("moed: refused %s from uid %u: not an admin uid", name.c_str(), uid);
+      send_error(id, make_error(StatusCode::kFailedPrecondition,
+                                "%s needs an admin uid; uid %u is not one", name.c_str(), uid));
       return;
     }
-    Pending& entry = pending[id];
-    entry.alive = alive;
-    entry.timer = std::make_unique<asio::steady_timer>(server->io);
-    entry.timer->expires_after(std::chrono::milliseconds(server->options.request_timeout_ms));
-    ++server->active_requests;
-    entry.timer->async_wait([weak, id, alive](asio::error_code ec) {
-      if (ec) return;  // cancelled: the result came first
-      auto self = weak.lock();
-      if (!self || !alive->load()) return;
-      self->complete(id, proto::ErrorReply::from_status(make_error(
-                             StatusCode::kTimeout, "request %llu took longer than %u ms",
-                             static_cast<unsigned long long>(id),
-                             self->server->options.request_timeout_ms)));
-    });
+    if (server->state == proto::DaemonState::kStopping &&
+        !std::holds_alternative<proto::ShutdownRequest>(message.body)) {
+      send_error(id, make_error(StatusCode::kFailedPrecondition,
+                                "the daemon is shutting down; no new requests are taken"));
+      return;
+    }
+    std::visit([&](auto& body) { serve(id, body); }, message.body);
   }
 
-  void submit_status(uint64_t id, bool include_topology) {
-    // Daemon-side fields are read on the io thread now; the topology on the engine thread.
+  // ---- one overload per request ----
+
+  void serve(uint64_t id, const proto::StatusRequest& request) {
+    // Daemon-side fields are read on the io thread now; the models and topology on the
+    // engine thread.
     proto::StatusReply base;
     base.daemon_version = server->options.daemon_version;
     base.state = server->state;
     base.uptime_wall_ns = wall_now_ns() - server->start_wall_ns;
     base.active_requests = server->active_requests;
     base.queued_requests = static_cast<uint32_t>(server->executor->queued());
-    submit(id, [base, include_topology](EngineContext& context) -> proto::Body {
-      proto::StatusReply reply = base;
-      if (include_topology) reply.topology = summarize_topology(*context.runtime);
-      return reply;
+    const bool topology = request.include_topology;
+    submit(id, [base, topology](EngineContext& context) {
+      return status_job(context, base, topology);
     });
   }
 
-  // The request's answer: sent, and the request freed.
+  void serve(uint64_t id, const proto::LoadRequest& request) {
+    submit(id, [request](EngineContext& context) { return load_job(context, request); });
+  }
+
+  void serve(uint64_t id, const proto::UnloadRequest& request) {
+    submit(id, [request](EngineContext& context) { return unload_job(context, request); });
+  }
+
+  void serve(uint64_t id, const proto::MetricsRequest& request) {
+    DaemonCounters counters = server->counters;
+    counters.uptime_s = (wall_now_ns() - server->start_wall_ns) / 1e9;
+    counters.connections_open = server->connections;
+    counters.active_requests = server->active_requests;
+    counters.queued_jobs = static_cast<uint32_t>(server->executor->queued());
+    counters.failed_steps_total = server->executor->failed_steps();
+    counters.draining = server->state != proto::DaemonState::kReady;
+    const proto::MetricsFormat format = request.format;
+    submit(id, [counters, format](EngineContext& context) {
+      return metrics_job(context, counters, format);
+    });
+  }
+
+  void serve(uint64_t id, const proto::FaultRequest& request) {
+    submit(id, [request](EngineContext& context) { return fault_job(context, request); });
+  }
+
+  void serve(uint64_t id, const proto::GenerateRequest& request) {
+    if (server->state != proto::DaemonState::kReady) {
+      send_error(id, make_error(StatusCode::kFailedPrecondition,
+                                "the daemon is draining; no new generate requests are taken"));
+      return;
+    }
+    auto alive = std::make_shared<std::atomic<bool>>(true);
+    auto ticket = std::make_shared<StreamTicket>();
+    std::weak_ptr<Connection> weak = weak_from_this();
+    std::shared_ptr<asio::io_context> io = server->io_holder;
+    Status posted = server->executor->try_post(
+        [alive, weak, io, id, request, ticket](EngineContext& context) {
+          if (!alive->load()) return;  // the client left or timed out before it started
+          GenerateSink sink;
+          sink.wanted = [alive] { return alive->load(); };
+          sink.on_tokens = [alive, weak, io, id](proto::TokenFrame frame) {
+            asio::post(*io, [alive, weak, id, frame = std::move(frame)]() mutable {
+              auto self = weak.lock();
+              if (self && alive->load()) self->progress(id, std::move(frame));
+            });
+          };
+          sink.on_done = [alive, weak, io, id](const proto::GenerateDone& done,
+                                               const Status& error) {
+            proto::Body body = error.ok() ? proto::Body(done)
+                                          : proto::Body(proto::ErrorReply::from_status(error));
+            post_result(io, weak, alive, id, std::move(body));
+          };
+          StatusOr<StreamId> stream = context.models->start_generate(request, std::move(sink));
+          if (!stream.ok()) {
+            post_result(io, weak, alive, id, proto::ErrorReply::from_status(stream.status()));
+            return;
+          }
+          ticket->started = true;
+          ticket->id = *stream;
+        });
+    if (!posted.ok()) {
+      refused(id, posted);
+      return;
+    }
+    track(id, alive, ticket);
+  }
+
+  void serve(uint64_t id, const proto::CancelRequest& request) {
+    auto it = pending.find(request.target_request_id);
+    if (it == pending.end() || !it->second.stream) {
+      send_error(id, make_error(StatusCode::kNotFound,
+                                "request %llu is not a generate request in flight on this "
+                                "connection",
+                                static_cast<unsigned long long>(request.target_request_id)));
+      return;
+    }
+    std::shared_ptr<StreamTicket> ticket = it->second.stream;
+    submit(id, [ticket](EngineContext& context) -> proto::Body {
+      if (!ticket->started) return proto::Ack{"the request had not started; it will not"};
+      Status status = context.models->cancel(ticket->id);
+      if (!status.ok()) return proto::ErrorReply::from_status(status);
+      return proto::Ack{"cancelled"};
+    });
+  }
+
+  void serve(uint64_t id, const proto::DrainRequest&) {
+    if (server->state == proto::DaemonState::kReady) server->state = proto::DaemonState::kDraining;
+    server->drain_waiters.emplace_back(weak_from_this(), id);
+    server->maybe_finish();
+  }
+
+  void serve(uint64_t id, const proto::ShutdownRequest& request) {
+    send(id, proto::Ack{request.drain ? "shutting down after in-flight requests"
+                                      : "shutting down"});
+    server->begin_shutdown(request.drain);
+  }
+
+  template <typename Reply>
+  void serve(uint64_t, const Reply&) {}  // replies were refused in handle()
+
+  // ---- outstanding requests ----
+
+  // Posts a job's result back to the io thread, where complete() answers it unless the
+  // request was dropped meanwhile.
+  static void post_result(const std::shared_ptr<asio::io_context>& io,
+                          const std::weak_ptr<Connection>& weak,
+                          const std::shared_ptr<std::atomic<bool>>& alive, uint64_t id,
+                          proto::Body body) {
+    asio::post(*io, [alive, weak, id, body = std::move(body)]() mutable {
+      auto self = weak.lock();
+      if (self && alive->load()) self->complete(id, std::move(body));
+    });
+  }
+
+  // Queues a job for the engine thread under request `id`, with its deadline.
+  void submit(uint64_t id, std::function<proto::Body(EngineContext&)> work) {
+    auto alive = std::make_shared<std::atomic<bool>>(true);
+    std::weak_ptr<Connection> weak = weak_from_this();
+    std::shared_ptr<asio::io_context> io = server->io_holder;
+    Status posted = server->executor->try_post(
+        [alive, weak, io, id, work = std::move(work)](EngineContext& context) {
+          if (!alive->load()) return;  // the client left or timed out: skip the work
+          post_result(io, weak, alive, id, work(context));
+        });
+    if (!posted.ok()) {
+      refused(id, posted);
+      return;
+    }
+    track(id, alive, nullptr);
+  }
+
+  void refused(uint64_t id, const Status& why) {
+    if (why.code() == StatusCode::kBusy) ++server->counters.busy_total;
+    send_error(id, why);
+  }
+
+  // Registers request `id` as outstanding and starts its deadline.
+  void track(uint64_t id, std::shared_ptr<std::atomic<bool>> alive,
+             std::shared_ptr<StreamTicket> stream) {
+    Pending& entry = pending[id];
+    entry.alive = std::move(alive);
+    entry.stream = std::move(stream);
+    entry.timer = std::make_unique<asio::steady_timer>(server->io);
+    ++server->active_requests;
+    arm_deadline(id, entry);
+  }
+
+  // (Re)starts request `id`'s deadline: request_timeout_ms from now. A stream re-arms it
+  // with every TokenFrame, so its deadline bounds the silence, not the whole generation.
+  void arm_deadline(uint64_t id, Pending& entry) {
+    entry.timer->expires_after(std::chrono::milliseconds(server->options.request_timeout_ms));
+    std::weak_ptr<Connection> weak = weak_from_this();
+    std::shared_ptr<std::atomic<bool>> alive = entry.alive;
+    entry.timer->async_wait([weak, id, alive](asio::error_code ec) {
+      if (ec) return;  // cancelled or re-armed
+      auto self = weak.lock();
+      if (!self || !alive->load()) return;
+      ++self->server->counters.timeouts_total;
+      self->complete(id, proto::ErrorReply::from_status(make_error(
+                             StatusCode::kTimeout, "request %llu: no answer within %u ms",
+                             static_cast<unsigned long long>(id),
+                             self->server->options.request_timeout_ms)));
+    });
+  }
+
+  // A stream's tokens: sent, and its deadline re-armed.
+  void progress(uint64_t id, proto::TokenFrame frame) {
+    auto it = pending.find(id);
+    if (it == pending.end()) return;
+    arm_deadline(id, it->second);
+    send(id, std::move(frame));
+  }
+
+  // The request's answer (its last frame): sent, and the request freed.
   void complete(uint64_t id, proto::Body body) {
     auto it = pending.find(id);
     if (it == pending.end()) return;
@@ -261,9 +412,23 @@ struct Connection : std::enable_shared_from_this<Connection> {
     it->second.timer->cancel();
     pending.erase(it);
     --server->active_requests;
+    if (std::holds_alternative<proto::ErrorReply>(body)) ++server->counters.errors_total;
     send(id, std::move(body));
     read_more();  // an in-flight slot is free again
     server->maybe_finish();
+  }
+
+  // Answers every outstanding request with `why` and drops their work (a shutdown that
+  // does not drain: nothing is left unanswered).
+  void fail_pending(const Status& why) {
+    auto outstanding = std::move(pending);
+    pending.clear();
+    for (auto& [id, entry] : outstanding) {
+      entry.alive->store(false);
+      entry.timer->cancel();
+      --server->active_requests;
+      send_error(id, why);
+    }
   }
 
   void send(uint64_t id, proto::Body body) {
@@ -344,6 +509,7 @@ void Server::Impl::accept_next() {
     socklen_t length = sizeof(credentials);
     auto connection = std::make_shared<Connection>(this, std::move(socket));
     ++connections;
+    ++counters.connections_total;
     all.push_back(connection);
     if (::getsockopt(connection->socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials,
                      &length) != 0) {
@@ -355,6 +521,7 @@ void Server::Impl::accept_next() {
       MOE_INFO("moed: refused uid %u (pid %d): not in the allow-list", credentials.uid,
                credentials.pid);
       connection->uid = credentials.uid;
+      ++counters.connections_refused_total;
       connection->send(proto::kNoRequestId,
                        proto::ErrorReply::from_status(make_error(
                            StatusCode::kFailedPrecondition,
@@ -364,6 +531,7 @@ void Server::Impl::accept_next() {
     } else if (state != proto::DaemonState::kReady && state != proto::DaemonState::kDraining) {
       connection->close_now();
     } else if (connections > options.max_connections) {
+      ++counters.connections_refused_total;
       connection->send(proto::kNoRequestId,
                        proto::ErrorReply::from_status(make_error(
                            StatusCode::kResourceExhausted, "%u connections already open",
@@ -404,10 +572,10 @@ void Server::Impl::maybe_finish() {
   for (auto& weak : all) {
     if (auto connection = weak.lock()) {
       if (!shutdown_drain) {
-        connection->close_now();
-      } else {
-        connection->close_after_writes();
+        connection->fail_pending(make_error(StatusCode::kCancelled,
+                                            "the daemon shut down without draining"));
       }
+      connection->close_after_writes();
     }
   }
   if (connections == 0) io.stop();

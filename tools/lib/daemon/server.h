@@ -13,19 +13,26 @@
 //     ErrorReply with kNoRequestId and the connection is closed after it is sent; a payload
 //     error gets an ErrorReply naming the request id where it could be read, and the stream
 //     goes on;
-//   - admin requests (Drain, Shutdown) need the peer's uid in admin_uids.
+//   - admin requests (Fault, Drain, Shutdown) need the peer's uid in admin_uids.
 // Back-pressure: a connection with max_inflight_per_connection requests outstanding, or with
 // more than max_pending_write_bytes queued for sending, is not read from until that falls;
 // a full engine queue answers kBusy. Each request has a deadline (request_timeout_ms): when
-// it passes the client gets kTimeout and the late result is dropped. A client that
-// disconnects frees its requests (their results are dropped; queued ones are skipped).
+// it passes the client gets kTimeout and the late result is dropped; a generate request's
+// deadline restarts with every TokenFrame (it bounds the silence, not the generation). A
+// client that disconnects frees its requests: queued jobs are skipped, results dropped, and
+// its generations cancelled at the engine's next step (their KV blocks return).
 //
-// Shutdown with drain: no more connections are accepted and new requests get
-// kFailedPrecondition; the requests in flight are answered, then every connection is closed.
+// Requests (tools/lib/daemon/engine_jobs.h for what each does on the engine thread): Status,
+// Load, Unload, Metrics and Fault get one reply; Generate gets TokenFrames (one per engine
+// step that produced tokens) and then GenerateDone, or an ErrorReply, which always ends a
+// request; Cancel names a generate request of the same connection (Ack, and the stream ends
+// with GenerateDone kCancelled). Replies sent by a client get kInvalidArgument.
 //
-// Served now: StatusRequest, DrainRequest, ShutdownRequest. Other requests get kUnsupported
-// naming the message until the serving engine is wired in; replies sent by a client get
-// kInvalidArgument.
+// Drain: new generate requests get kFailedPrecondition; the DrainRequest is answered when
+// nothing is in flight. Shutdown with drain: no more connections are accepted and new
+// requests get kFailedPrecondition; the requests in flight are answered, then every
+// connection is closed. Shutdown without drain answers every request in flight with
+// kCancelled before closing: nothing is left unanswered.
 //
 // Thread-safety: start() once; request_shutdown() and wait() from any thread.
 #pragma once

@@ -114,10 +114,12 @@ Encoded encode(Builder& b, const StatusReply& m) {
 
 Encoded encode(Builder& b, const LoadRequest& m) {
   auto name = str(b, m.name);
+  auto config = str(b, m.config);
   return {fb::Message::LoadRequest,
           fb::CreateLoadRequest(b, cast_enum<fb::ModelSource>(m.source), name,
                                 cast_enum<fb::Precision>(m.precision),
-                                cast_enum<fb::ExecMode>(m.mode), m.npus, m.attention_dp, m.seed)
+                                cast_enum<fb::ExecMode>(m.mode), m.npus, m.attention_dp, m.seed,
+                                config)
               .Union()};
 }
 
@@ -288,6 +290,7 @@ Status decode(const fb::LoadRequest* m, LoadRequest* out) {
   out->npus = m->npus();
   out->attention_dp = m->attention_dp();
   out->seed = m->seed();
+  out->config = read_str(m->config());
   return ok_status();
 }
 

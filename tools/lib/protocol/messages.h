@@ -104,6 +104,7 @@ struct LoadRequest {
   uint32_t npus = 0;          // 0: the daemon's default
   uint32_t attention_dp = 0;  // 0: the daemon's default
   uint64_t seed = 0;          // random weights (built-in and reference configs)
+  std::string config;         // safetensors: the model config the weights follow (empty: builtin)
   bool operator==(const LoadRequest&) const = default;
 };
 

@@ -16,7 +16,7 @@ std::vector<Message> sample_messages() {
                                     ExecMode::kFunctional, 8, 2, 4, 256, 1 << 20}},
                   topology},
       LoadRequest{ModelSource::kSafetensors, "/data/model.safetensors", Precision::kInt8,
-                  ExecMode::kTiming, 64, 8, 42},
+                  ExecMode::kTiming, 64, 8, 42, "qwen3-30b-a3b"},
       LoadReply{model, 987654321},
       UnloadRequest{"deepseek-v3"},
       GenerateRequest{"builtin", {1, 2, 3, 65535, 4000000000u}, "Hello, supernode", 32, 0.7f, 0.9f,
