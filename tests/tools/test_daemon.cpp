@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "runtime/base/strformat.h"
+#include "tests/tools/daemon_fixture.h"
 #include "tools/lib/daemon/engine_executor.h"
 #include "tools/lib/daemon/server.h"
 #include "tools/lib/protocol/codec.h"
@@ -31,20 +32,6 @@ using namespace moe::proto;
 namespace {
 
 constexpr size_t kLimit = 4096;
-
-struct TempSocket {
-  std::filesystem::path dir;
-  TempSocket() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "moed-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    dir = pattern;
-  }
-  ~TempSocket() {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir, ignored);
-  }
-  std::string path() const { return (dir / "moed.sock").string(); }
-};
 
 // A blocking client. Every read gives up after 10 s.
 struct Client {
@@ -110,26 +97,13 @@ struct Client {
   }
 };
 
-struct Daemon {
-  TempSocket temp;
-  std::unique_ptr<EngineExecutor> executor;
-  std::unique_ptr<Server> server;
-
-  explicit Daemon(ServerOptions options = {}, size_t queue = 8) {
-    rt::RuntimeOptions runtime;
-    runtime.supernode = "n8";
-    auto started = EngineExecutor::start(runtime, queue);
-    REQUIRE_MESSAGE(started.ok(), started.status().to_string());
-    executor = std::move(started).value();
-    options.socket_path = temp.path();
+// The fixture's daemon with this file's frame limit.
+struct Daemon : moe::testing::Daemon {
+  explicit Daemon(ServerOptions options = {}, size_t queue = 8)
+      : moe::testing::Daemon(with_limit(options), queue) {}
+  static ServerOptions with_limit(ServerOptions options) {
     options.max_frame_bytes = kLimit;
-    auto server_started = Server::start(options, executor.get());
-    REQUIRE_MESSAGE(server_started.ok(), server_started.status().to_string());
-    server = std::move(server_started).value();
-  }
-  ~Daemon() {
-    server.reset();
-    executor->stop();
+    return options;
   }
 };
 
@@ -194,6 +168,19 @@ TEST_CASE("tools.daemon: a frame with bad magic gets an ErrorReply, then EOF") {
   auto error = client.receive_as<ErrorReply>(kNoRequestId);
   CHECK(error.code == StatusCode::kParseError);
   CHECK(error.message.find("magic") != std::string::npos);
+  CHECK_FALSE(client.receive().has_value());
+}
+
+TEST_CASE("tools.daemon: a frame of another protocol version is refused, then EOF") {
+  Daemon daemon;
+  Client client(daemon.temp.path());
+  auto frame = encode_frame(3, StatusRequest{false}, kLimit);
+  REQUIRE(frame.ok());
+  frame.value()[7] = kProtocolVersion + 1;  // the header's last byte: the version
+  client.send_bytes(frame.value());
+  auto error = client.receive_as<ErrorReply>(kNoRequestId);
+  CHECK(error.code == StatusCode::kUnsupported);
+  CHECK(error.message.find("version") != std::string::npos);
   CHECK_FALSE(client.receive().has_value());
 }
 

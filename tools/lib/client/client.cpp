@@ -74,13 +74,34 @@ Status Client::send(uint64_t id, proto::Body body) {
     ssize_t n = ::send(fd_, out_.data() + done, out_.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      broken_ = make_error(StatusCode::kNodeUnreachable, "moed at %s: send: %s", path_.c_str(),
-                           std::strerror(errno));
+      broken_ = daemon_goodbye(make_error(StatusCode::kNodeUnreachable, "moed at %s: send: %s",
+                                          path_.c_str(), std::strerror(errno)));
       return broken_;
     }
     done += static_cast<size_t>(n);
   }
   return ok_status();
+}
+
+// A daemon that refuses a connection (uid, limits) answers with an ErrorReply and closes;
+// a request sent after that fails to send, but the reason is already in the socket: read it.
+Status Client::daemon_goodbye(Status fallback) {
+  uint8_t buffer[16384];
+  while (true) {
+    ssize_t n = ::recv(fd_, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n <= 0) break;
+    unread_.insert(unread_.end(), buffer, buffer + n);
+  }
+  while (true) {
+    std::span<const uint8_t> input(unread_);
+    proto::FrameDecoder::State state = decoder_.decode(&input);
+    unread_.erase(unread_.begin(), unread_.end() - static_cast<ptrdiff_t>(input.size()));
+    if (state != proto::FrameDecoder::State::kFrame) return fallback;
+    StatusOr<proto::Message> message = proto::decode_payload(decoder_.payload());
+    if (!message.ok()) return fallback;
+    auto* error = std::get_if<proto::ErrorReply>(&message->body);
+    if (error && message->request_id == proto::kNoRequestId) return error->to_status();
+  }
 }
 
 StatusOr<proto::Message> Client::receive() {

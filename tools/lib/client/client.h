@@ -57,6 +57,8 @@ class Client final : public Api {
   Client(int fd, std::string path, const ClientOptions& options);
   // Sends `body` as request `id`.
   Status send(uint64_t id, proto::Body body);
+  // The daemon's connection-level ErrorReply if one is waiting in the socket, else fallback.
+  Status daemon_goodbye(Status fallback);
   // The next message (any id). Connection errors are sticky.
   StatusOr<proto::Message> receive();
   // Sends a request and returns its one answer (an ErrorReply becomes its Status).
