@@ -1,156 +1,314 @@
-// `moe run`: the main job on the embedded simulated supernode.
+// `moe run`: the main job, as `make run` starts it.
 //
-// Brings the supernode up from its description, then proves the stack end to end: real
-// bytes around a ring of every NPU (functional mode, checked byte by byte), and a
-// DeepSeek-V3-shaped dispatch all-to-all on every NPU (timing mode), then the MoE engine: the
-// built-in model placed on every NPU generating text (tools/moe/generate_job.h). Prints each
-// figure with its clock.
+// Starts the appliance daemon (moed, next to this binary) on the simulated supernode, and
+// through the client API (moe::Client): loads the built-in model on every NPU, streams one
+// generation as it is produced, serves a burst of concurrent clients, and prints TTFT and
+// TPOT on both clocks and the experts' load balance from the daemon's metrics. Then the
+// timing-mode summary of DeepSeek-V3 decode at the 15 ms TPOT target (models/simulate.h,
+// in this process), and a draining shutdown of the daemon. Every figure names its clock.
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <string>
+#include <thread>
+#include <vector>
 
-#include "firmware-sim/description.h"
-#include "firmware-sim/sim_driver.h"
+#include "models/serving/decode_at_target.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/strformat.h"
-#include "tools/lib/smoke/fabric_smoke.h"
+#include "tools/lib/client/client.h"
 #include "tools/moe/commands.h"
-#include "tools/moe/generate_job.h"
+#include "tools/moe/daemon_process.h"
 
 namespace moe::tools {
 namespace {
 
-void run_usage(FILE* out) {
-  std::fprintf(out,
-               "usage: moe run [--supernode NAME|FILE] [--seed N] [--ring-bytes BYTES] [--prompt TEXT]\n"
-               "  Brings up the simulated supernode and runs the main job on it.\n"
-               "  --supernode  a preset (cm384 (default), n8, n16, n64) or a description file\n"
-               "  --seed       seed of the simulator's faults (default 1)\n"
-               "  --ring-bytes bytes each NPU sends around the functional ring (default 256 KiB)\n"
-               "  --prompt     what the built-in model continues at the end (default \"The supernode\";\n"
-               "               moe generate has every generation option)\n");
-}
-
-void print_supernode(const dev::Driver& driver) {
-  const dev::Topology& t = driver.topology();
-  std::printf("supernode %s (%s)\n", t.name.c_str(), std::string(driver.name()).c_str());
-  std::printf("  %u nodes, %u NPUs x %u dies, %zu host CPUs, %u planes, %zu switches, %zu links\n",
-              t.num_nodes, t.num_npus(), t.dies_per_npu, t.cpus.size(), t.num_planes,
-              t.switches.size(), t.links.size());
-  std::printf("  per NPU: %.0f GB/s fabric (all planes, one direction), %s HBM at %.0f GB/s, "
-              "%.0f TFLOPS BF16\n",
-              t.npu_fabric_bandwidth_gbps(0), format_bytes(static_cast<double>(t.hbm.capacity_bytes)).c_str(),
-              t.hbm.bandwidth_gbps, t.compute.bf16_tflops * t.dies_per_npu);
-}
-
-}  // namespace
-
-int cmd_run(int argc, char** argv) {
+struct RunOptions {
   std::string supernode = "cm384";
   uint64_t seed = 1;
-  uint64_t ring_bytes = 256 << 10;
-  GenerateJob job;
+  std::string prompt = "The supernode";
+  uint32_t max_new_tokens = 32;
+  uint32_t clients = 16;
+  bool dsv3 = true;
+};
+
+void run_usage(FILE* out) {
+  std::fprintf(out,
+               "usage: moe run [--supernode NAME|FILE] [--seed N] [--prompt TEXT] [--tokens N]\n"
+               "               [--clients N] [--no-dsv3]\n"
+               "  The main job: starts moed on the simulated supernode, loads the built-in model\n"
+               "  on every NPU, streams a generation through the client API, serves N clients at\n"
+               "  once, prints TTFT/TPOT (wall and modelled clocks) and the expert load balance,\n"
+               "  then DeepSeek-V3 decode at a 15 ms TPOT target (timing mode), and stops moed.\n"
+               "  --supernode  a preset (cm384 (default), n8, n16, n64) or a description file\n"
+               "  --seed       the simulator's seed (default 1)\n"
+               "  --prompt     what the model continues (default \"The supernode\")\n"
+               "  --tokens     tokens per generation (default 32)\n"
+               "  --clients    concurrent clients in the burst (default 16; 0 skips it)\n"
+               "  --no-dsv3    skip the DeepSeek-V3 timing summary\n");
+}
+
+// Parses the arguments; returns 0 to go on, else the exit status (after printing why).
+int parse(int argc, char** argv, RunOptions* o) {
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
-    auto need_value = [&](const char* flag) -> const char* {
+    auto value = [&]() -> const char* {
       if (i + 1 >= argc) {
-        std::fprintf(stderr, "moe run: %s needs a value\n", flag);
+        std::fprintf(stderr, "moe run: %s needs a value\n", arg.c_str());
         return nullptr;
       }
       return argv[++i];
     };
+    auto number = [&](uint64_t max, uint64_t* out) {
+      const char* v = value();
+      if (!v) return false;
+      char* end = nullptr;
+      unsigned long long parsed = std::strtoull(v, &end, 10);
+      if (end == v || *end != '\0' || v[0] == '-' || parsed > max) {
+        std::fprintf(stderr, "moe run: %s expects a number up to %llu, got '%s'\n", arg.c_str(),
+                     static_cast<unsigned long long>(max), v);
+        return false;
+      }
+      *out = parsed;
+      return true;
+    };
+    uint64_t n = 0;
     if (arg == "--help" || arg == "-h") {
       run_usage(stdout);
-      return 0;
+      return -1;
     } else if (arg == "--supernode") {
-      const char* v = need_value("--supernode");
+      const char* v = value();
       if (!v) return 2;
-      supernode = v;
+      o->supernode = v;
     } else if (arg == "--prompt") {
-      const char* v = need_value("--prompt");
+      const char* v = value();
       if (!v) return 2;
       if (*v == '\0') {
         std::fprintf(stderr, "moe run: --prompt must not be empty\n");
         return 2;
       }
-      job.prompts = {v};
-    } else if (arg == "--seed" || arg == "--ring-bytes") {
-      const char* v = need_value(arg.c_str());
-      if (!v) return 2;
-      char* end = nullptr;
-      unsigned long long parsed = std::strtoull(v, &end, 0);
-      if (end == v || *end != '\0') {
-        std::fprintf(stderr, "moe run: %s expects a number, got '%s'\n", arg.c_str(), v);
+      o->prompt = v;
+    } else if (arg == "--seed") {
+      if (!number(~0ull, &o->seed)) return 2;
+    } else if (arg == "--tokens") {
+      if (!number(512, &n) || n == 0) {
+        if (n == 0) std::fprintf(stderr, "moe run: --tokens must be in [1, 512]\n");
         return 2;
       }
-      (arg == "--seed" ? seed : ring_bytes) = parsed;
+      o->max_new_tokens = static_cast<uint32_t>(n);
+    } else if (arg == "--clients") {
+      if (!number(64, &n)) return 2;
+      o->clients = static_cast<uint32_t>(n);
+    } else if (arg == "--no-dsv3") {
+      o->dsv3 = false;
     } else {
       std::fprintf(stderr, "moe run: unknown argument '%s'\n", arg.c_str());
       run_usage(stderr);
       return 2;
     }
   }
+  return 0;
+}
 
-  if (ring_bytes == 0 || ring_bytes % 4096 != 0) {
-    std::fprintf(stderr, "moe run: --ring-bytes must be a positive multiple of 4096, got %llu\n",
-                 static_cast<unsigned long long>(ring_bytes));
-    return 2;
-  }
-  StatusOr<dev::Topology> topology = sim::load_description(supernode);
-  if (!topology.ok()) {
-    std::fprintf(stderr, "moe run: %s\n", topology.status().to_string().c_str());
-    return 1;
-  }
-  sim::SimConfig config;
-  config.seed = seed;
-  auto driver = sim::create_driver(std::move(topology).value(), config);
-  if (!driver.ok()) {
-    std::fprintf(stderr, "moe run: cannot start the simulator: %s\n", driver.status().to_string().c_str());
-    return 1;
-  }
-  dev::Driver& drv = **driver;
-  print_supernode(drv);
+int fail(const char* what, const Status& status) {
+  std::fprintf(stderr, "moe run: %s: %s\n", what, status.to_string().c_str());
+  return 1;
+}
 
-  std::printf("\nfunctional: ring exchange of %s per NPU over all %u NPUs ...\n",
-              format_bytes(static_cast<double>(ring_bytes)).c_str(), drv.topology().num_npus());
-  RingResult ring;
-  Status s = ring_exchange(drv, ring_bytes, &ring);
-  if (!s.ok()) {
-    std::fprintf(stderr, "moe run: ring exchange failed: %s\n", s.to_string().c_str());
-    return 1;
+// The value of `name` in Prometheus text, or -1 when absent.
+double prometheus_value(const std::string& text, const std::string& name) {
+  size_t at = 0;
+  while ((at = text.find(name + " ", at)) != std::string::npos) {
+    if (at == 0 || text[at - 1] == '\n') return std::atof(text.c_str() + at + name.size() + 1);
+    at += name.size();
   }
-  std::printf("  %s: %llu bad bytes; %.2f us modelled, %.1f ms wall\n",
-              ring.bad_bytes == 0 ? "every byte arrived" : "CORRUPTION",
-              static_cast<unsigned long long>(ring.bad_bytes), ring.modelled_makespan.us(),
-              ring.wall_ns * 1e-6);
+  return -1;
+}
 
-  // DeepSeek-V3 decode dispatch: 128 tokens per NPU x top-8 x 7168 bytes (INT8), spread
-  // evenly over the other NPUs.
-  const uint32_t n = drv.topology().num_npus();
-  uint64_t dispatch_bytes_per_npu = 128ull * 8 * 7168;
-  uint64_t per_pair = n > 1 ? (dispatch_bytes_per_npu + n - 2) / (n - 1) : dispatch_bytes_per_npu;
-  std::printf("\ntiming: dispatch-shaped all-to-all, %s per NPU pair, %u x %u transfers ...\n",
-              format_bytes(static_cast<double>(per_pair)).c_str(), n, n - 1);
-  AllToAllResult a2a;
-  s = timing_all_to_all(drv, per_pair, &a2a);
-  if (!s.ok()) {
-    std::fprintf(stderr, "moe run: all-to-all failed: %s\n", s.to_string().c_str());
-    return 1;
+void print_supernode(const proto::StatusReply& status) {
+  if (!status.topology) return;
+  const proto::TopologySummary& t = *status.topology;
+  std::printf("supernode %s: %u nodes, %u NPUs x %u dies, %u fabric planes, %u links, %s HBM "
+              "per NPU; %u links down, %zu planes down, %zu NPUs lost\n",
+              t.name.c_str(), t.num_nodes, t.num_npus, t.dies_per_npu, t.num_planes, t.num_links,
+              format_bytes(static_cast<double>(t.hbm_bytes_per_npu)).c_str(), t.links_down,
+              t.planes_down.size(), t.npus_lost.size());
+}
+
+void print_latency(const char* label, const proto::GenerateMetrics& m) {
+  std::printf("  %s TTFT %.2f ms wall, %.3f ms modelled; TPOT %.2f ms wall, %.3f ms modelled\n",
+              label, m.ttft_wall_ns / 1e6, m.ttft_modelled_ns / 1e6, m.tpot_wall_ns / 1e6,
+              m.tpot_modelled_ns / 1e6);
+}
+
+// One generation, its text streamed to stdout as the frames arrive.
+int stream_one(Client& client, const RunOptions& o) {
+  proto::GenerateRequest request;
+  request.prompt_text = o.prompt;
+  request.max_new_tokens = o.max_new_tokens;
+  request.temperature = 0.8f;
+  request.top_p = 0.95f;
+  request.seed = o.seed;
+  std::printf("\ngenerate (streamed through moed): \"%s\" -> \"", o.prompt.c_str());
+  std::fflush(stdout);
+  auto done = client.generate(request, [](const proto::TokenFrame& frame) {
+    std::fputs(frame.text.c_str(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  std::printf("\"\n");
+  if (!done.ok()) return fail("generate", done.status());
+  std::printf("  %u prompt tokens, %u generated (random weights: the text is noise)\n",
+              done->prompt_tokens, done->generated_tokens);
+  print_latency("this request:", done->metrics);
+  return 0;
+}
+
+// `clients` concurrent clients, each its own connection and prompt.
+int burst(const std::string& socket, const RunOptions& o) {
+  std::printf("\n%u clients at once, %u tokens each (continuous batching in moed) ...\n",
+              o.clients, o.max_new_tokens);
+  std::vector<StatusOr<proto::GenerateDone>> results(
+      o.clients, make_error(StatusCode::kInternal, "not run"));
+  const int64_t start = wall_now_ns();
+  std::vector<std::thread> threads;
+  for (uint32_t i = 0; i < o.clients; ++i) {
+    threads.emplace_back([&, i] {
+      auto client = Client::connect({.socket_path = socket, .timeout_ms = 120000});
+      if (!client.ok()) {
+        results[i] = client.status();
+        return;
+      }
+      proto::GenerateRequest request;
+      request.prompt_text = strformat("Client %u asks the supernode", i);
+      request.max_new_tokens = o.max_new_tokens;
+      request.temperature = 0.8f;
+      request.seed = o.seed + i;
+      results[i] = client.value()->generate(request);
+    });
   }
-  double rated = drv.topology().npu_fabric_bandwidth_gbps(0);
-  std::printf("  %.2f us modelled (%.0f GB/s per NPU, %.0f%% of the rated %.0f GB/s); %.1f ms wall\n",
-              a2a.modelled_makespan.us(), a2a.modelled_gbps_per_npu,
-              100.0 * a2a.modelled_gbps_per_npu / rated, rated, a2a.wall_ns * 1e-6);
+  for (std::thread& t : threads) t.join();
+  const double wall_s = (wall_now_ns() - start) / 1e9;
+  uint64_t tokens = 0;
+  proto::GenerateMetrics mean;
+  for (auto& r : results) {
+    if (!r.ok()) return fail("a burst client", r.status());
+    tokens += r->generated_tokens;
+    mean.ttft_wall_ns += r->metrics.ttft_wall_ns / o.clients;
+    mean.tpot_wall_ns += r->metrics.tpot_wall_ns / o.clients;
+    mean.ttft_modelled_ns += r->metrics.ttft_modelled_ns / o.clients;
+    mean.tpot_modelled_ns += r->metrics.tpot_modelled_ns / o.clients;
+  }
+  std::printf("  %llu tokens in %.2f s wall (%.0f tokens/s wall)\n",
+              static_cast<unsigned long long>(tokens), wall_s, tokens / wall_s);
+  print_latency("mean per client:", mean);
+  return 0;
+}
 
-  dev::NpuState st;
-  uint64_t resident = 0;
-  for (dev::NpuId npu = 0; npu < n; ++npu)
-    if (drv.npu_state(npu, &st).ok()) resident += st.hbm_resident_bytes;
-  std::printf("\nsimulated HBM backed by host memory after the run: %s (of %s nominal)\n",
-              format_bytes(static_cast<double>(resident)).c_str(),
-              format_bytes(static_cast<double>(drv.topology().hbm.capacity_bytes) * n).c_str());
-  if (ring.bad_bytes != 0) return 1;
-  job.supernode = supernode;
-  return run_generate_job(job);
+int print_metrics(Client& client) {
+  auto metrics = client.metrics(proto::MetricsFormat::kPrometheus);
+  if (!metrics.ok()) return fail("metrics", metrics.status());
+  const std::string& m = metrics->text;
+  auto v = [&](const char* name) { return prometheus_value(m, name); };
+  std::printf("\nfrom moed's metrics (moe metrics --prometheus):\n");
+  std::printf("  requests finished %.0f, tokens generated %.0f, engine steps %.0f; decode steps "
+              "over the %.0f ms TPOT target: %.0f of %.0f (modelled)\n",
+              v("moe_generate_finished_total"), v("moe_generated_tokens_total"),
+              v("moe_engine_steps_total"), v("moe_tpot_target_ms"),
+              v("moe_decode_steps_over_target_total"), v("moe_decode_steps_total"));
+  std::printf("  TTFT p50 %.2f / p99 %.2f ms wall, %.3f / %.3f ms modelled; TPOT p50 %.2f / p99 "
+              "%.2f ms wall, %.3f / %.3f ms modelled\n",
+              v("moe_ttft_wall_p50_ms"), v("moe_ttft_wall_p99_ms"), v("moe_ttft_modelled_p50_ms"),
+              v("moe_ttft_modelled_p99_ms"), v("moe_tpot_wall_p50_ms"), v("moe_tpot_wall_p99_ms"),
+              v("moe_tpot_modelled_p50_ms"), v("moe_tpot_modelled_p99_ms"));
+  std::printf("  expert load balance: routed tokens per NPU, max / mean = %.2f in the worst MoE "
+              "layer, %.2f on average (1.00 = even; %.0f routings)\n",
+              v("moe_expert_imbalance_max"), v("moe_expert_imbalance_mean"),
+              v("moe_expert_routed_tokens_total"));
+  return 0;
+}
+
+int print_dsv3(const std::string& supernode) {
+  auto config = models::model_config("deepseek-v3");
+  if (!config.ok()) return fail("deepseek-v3", config.status());
+  models::SimulateOptions options;
+  options.supernode = supernode;
+  options.phase = models::Phase::kDecode;
+  options.kv_len = 4096;
+  options.mtp = 1;
+  options.mtp_accept = 0.7;
+  options.moe_layers = 1;
+  const double target_ns = 15e6;
+  std::printf("\nDeepSeek-V3 decode at a 15 ms TPOT target (timing mode, modelled clock; %s, "
+              "INT8, KV 4096, MTP 1 at 70%% acceptance) ...\n",
+              supernode.c_str());
+  auto found = models::serving::decode_at_target(*config, options, target_ns, 256);
+  if (!found.ok()) return fail("simulate deepseek-v3", found.status());
+  const models::SimulateResult& b1 = found->batch1;
+  std::printf("  batch 1 per NPU: step %.2f ms, TPOT %.2f ms, %.1f tokens/s per NPU; "
+              "attention %.2f ms, experts %.2f ms, dispatch+combine %.2f ms (%.0f%% hidden)\n",
+              b1.step_ns / 1e6, b1.tpot_ns / 1e6, b1.tokens_per_s_per_npu,
+              b1.parts.attention_ns / 1e6, b1.parts.experts_ns / 1e6, b1.comm_ns / 1e6,
+              100.0 * (1.0 - b1.unoverlapped_comm_share));
+  if (found->batch > 0) {
+    const models::SimulateResult& best = found->at_batch;
+    std::printf("  largest batch within 15 ms: %u per NPU, TPOT %.2f ms, %.1f tokens/s per NPU "
+                "(%.0f tokens/s on the supernode)\n",
+                found->batch, best.tpot_ns / 1e6, best.tokens_per_s_per_npu,
+                best.tokens_per_s_per_npu * best.options.npus);
+  } else {
+    std::printf("  no batch holds 15 ms: batch 1 is already %.2f ms (%.0f%% over); the floor is "
+                "the weight reads of attention and experts\n",
+                b1.tpot_ns / 1e6, 100.0 * (b1.tpot_ns / target_ns - 1));
+  }
+  std::printf("  (%u simulations, %.1f s wall)\n", found->evaluations,
+              (b1.wall_ms + (found->batch > 0 ? found->at_batch.wall_ms : 0)) / 1e3);
+  return 0;
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  RunOptions o;
+  if (int status = parse(argc, argv, &o); status != 0) return status < 0 ? 0 : status;
+  const int64_t start = wall_now_ns();
+
+  std::printf("starting moed on the simulated supernode %s ...\n", o.supernode.c_str());
+  auto daemon = DaemonProcess::start(
+      executable_dir() + "/moed",
+      {"--supernode", o.supernode, "--seed", std::to_string(o.seed)}, 120000);
+  if (!daemon.ok()) return fail("moed", daemon.status());
+  auto client = Client::connect({.socket_path = daemon.value()->socket_path(), .timeout_ms = 120000});
+  if (!client.ok()) return fail("connect", client.status());
+  Client& c = *client.value();
+
+  auto status = c.status();
+  if (!status.ok()) return fail("status", status.status());
+  std::printf("moed: %s on %s\n", status->daemon_version.c_str(),
+              daemon.value()->socket_path().c_str());
+  print_supernode(*status);
+
+  auto loaded = c.load(proto::LoadRequest{});
+  if (!loaded.ok()) return fail("load", loaded.status());
+  const proto::ModelInfo& m = loaded->model;
+  std::printf("\nloaded %s: %u layers, vocabulary %u, on %u NPUs (%u attention DP ranks), %s of "
+              "weights in HBM, in %.0f ms wall\n",
+              m.name.c_str(), m.num_layers, m.vocab_size, m.npus, m.attention_dp,
+              format_bytes(static_cast<double>(m.weight_bytes)).c_str(), loaded->load_wall_ns / 1e6);
+
+  if (int r = stream_one(c, o); r != 0) return r;
+  if (o.clients > 0) {
+    if (int r = burst(daemon.value()->socket_path(), o); r != 0) return r;
+  }
+  if (int r = print_metrics(c); r != 0) return r;
+  if (o.dsv3) {
+    if (int r = print_dsv3(o.supernode); r != 0) return r;
+  }
+
+  std::printf("\nstopping moed (draining shutdown) ...\n");
+  Status stopped = daemon.value()->stop(&c);
+  if (!stopped.ok()) return fail("stopping moed", stopped);
+  std::printf("moed stopped cleanly. moe run took %.1f s wall.\n", (wall_now_ns() - start) / 1e9);
+  return 0;
 }
 
 }  // namespace moe::tools
