@@ -401,3 +401,22 @@ TEST_CASE("tools.daemon.serving: a client reports no daemon and a refused uid cl
   CHECK(status.status().code() == StatusCode::kFailedPrecondition);
   CHECK(status.status().message().find("allow-list") != std::string::npos);
 }
+
+TEST_CASE("tools.daemon.serving: the loopback TCP listener serves, but no admin request") {
+  daemon::ServerOptions options;
+  options.tcp = true;
+  Daemon daemon(options);
+  REQUIRE(daemon.server->tcp_port() != 0);
+  ClientOptions tcp;
+  tcp.tcp_port = daemon.server->tcp_port();
+  auto client = Client::connect(tcp);
+  REQUIRE_MESSAGE(client.ok(), client.status().to_string());
+  load_builtin(**client);
+  Streamed out = generate(**client, request("over tcp", 4, 2));
+  REQUIRE_MESSAGE(out.done.ok(), out.done.status().to_string());
+  CHECK(out.tokens.size() == 4);
+  Status refused = (*client)->shutdown(false);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK(refused.message().find("TCP") != std::string::npos);
+  CHECK((*client)->status(false).ok());  // still served
+}

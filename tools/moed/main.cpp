@@ -45,6 +45,8 @@ void usage(FILE* out) {
                "  --admin-uid LIST        uids that may drain and shut down (default: the daemon's own)\n"
                "  --queue N               engine queue capacity; more requests get 'busy' (default 256)\n"
                "  --timeout-ms N          per-request deadline (default 30000)\n"
+               "  --tcp-port N            also listen on 127.0.0.1:N (loopback only; any local user may\n"
+               "                          connect, admin requests are refused over TCP; 0: any free port)\n"
                "  --help                  this text\n",
                moe::default_socket_path().c_str());
 }
@@ -98,6 +100,9 @@ int main(int argc, char** argv) {
       uids(&server_options.admin_uids);
     } else if (a == "--queue" && parse_u64(need(), &value) && value > 0 && value < (1u << 20)) {
       queue = value;
+    } else if (a == "--tcp-port" && parse_u64(need(), &value) && value < 65536) {
+      server_options.tcp = true;
+      server_options.tcp_port = static_cast<uint16_t>(value);
     } else if (a == "--timeout-ms" && parse_u64(need(), &value) && value > 0 &&
                value < 0xFFFFFFFFu) {
       server_options.request_timeout_ms = static_cast<uint32_t>(value);
@@ -131,6 +136,10 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "moed: serving %s on %s\n", runtime_options.supernode.c_str(),
                server_options.socket_path.c_str());
+  if (server_options.tcp) {
+    std::fprintf(stderr, "moed: also on 127.0.0.1:%u (TCP, no admin requests)\n",
+                 server.value()->tcp_port());
+  }
 
   std::thread watcher([&] {
     server.value()->wait();

@@ -7,6 +7,9 @@
 // connection itself (refused uid, bad frame) and fails the call.
 #include "tools/lib/client/client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -28,7 +31,39 @@ std::string default_socket_path() {
   return "/run/moed.sock";
 }
 
+namespace {
+
+// A connected TCP socket to 127.0.0.1:port, or the error.
+StatusOr<int> connect_loopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error(StatusCode::kInternal, "socket: %s", std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    int error = errno;
+    ::close(fd);
+    if (error == ECONNREFUSED) {
+      return make_error(StatusCode::kNotFound, "no daemon listens at 127.0.0.1:%u: %s", port,
+                        std::strerror(error));
+    }
+    return make_error(StatusCode::kInternal, "connect 127.0.0.1:%u: %s", port,
+                      std::strerror(error));
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<Client>> Client::connect(const ClientOptions& options) {
+  if (options.tcp_port != 0) {
+    MOE_TRY_ASSIGN(int fd, connect_loopback(options.tcp_port));
+    return std::unique_ptr<Client>(
+        new Client(fd, "127.0.0.1:" + std::to_string(options.tcp_port), options));
+  }
   std::string path = options.socket_path.empty() ? default_socket_path() : options.socket_path;
   sockaddr_un address{};
   if (path.size() >= sizeof(address.sun_path)) {

@@ -21,6 +21,7 @@ namespace moe {
 
 struct ClientOptions {
   std::string socket_path;  // empty: default_socket_path()
+  uint16_t tcp_port = 0;    // not 0: moed's loopback TCP listener instead (no admin requests)
   uint32_t timeout_ms = 60000;
   size_t max_frame_bytes = 0;  // 0: PROTOCOL_MAX_FRAME_BYTES
 };
@@ -31,8 +32,8 @@ std::string default_socket_path();
 
 class Client final : public Api {
  public:
-  // kInvalidArgument for a path too long for a Unix socket; kNotFound naming the path when
-  // no daemon listens there; kInternal naming the call and errno otherwise.
+  // kInvalidArgument for a path too long for a Unix socket; kNotFound naming the path (or
+  // port) when no daemon listens there; kInternal naming the call and errno otherwise.
   static StatusOr<std::unique_ptr<Client>> connect(const ClientOptions& options = {});
   ~Client() override;
   Client(const Client&) = delete;

@@ -43,6 +43,10 @@
 namespace moe::daemon {
 
 using Stream = asio::local::stream_protocol;
+using AnySocket = asio::generic::stream_protocol::socket;  // a Unix or a TCP connection
+
+// The uid of a TCP peer: unknown (no SO_PEERCRED over TCP); never an admin.
+constexpr uint32_t kTcpPeerUid = 0xFFFFFFFFu;
 
 struct Server::Impl {
   ServerOptions options;
@@ -52,6 +56,8 @@ struct Server::Impl {
   std::shared_ptr<asio::io_context> io_holder = std::make_shared<asio::io_context>();
   asio::io_context& io = *io_holder;
   Stream::acceptor acceptor{io};
+  asio::ip::tcp::acceptor tcp_acceptor{io};  // open only with options.tcp
+  uint16_t tcp_port = 0;
   std::thread io_thread;
   int64_t start_wall_ns = 0;
   proto::DaemonState state = proto::DaemonState::kReady;  // io thread
@@ -69,6 +75,8 @@ struct Server::Impl {
   bool allowed(uint32_t uid) const;
   bool admin(uint32_t uid) const;
   void accept_next();
+  void accept_next_tcp();
+  void on_accepted(AnySocket socket, bool tcp);
   void begin_shutdown(bool drain);
   void maybe_finish();
   void finish();
@@ -98,11 +106,13 @@ struct Connection : std::enable_shared_from_this<Connection> {
     std::shared_ptr<StreamTicket> stream;      // generate requests only
   };
 
-  Connection(Server::Impl* server, Stream::socket socket)
-      : server(server), socket(std::move(socket)), decoder(server->options.max_frame_bytes) {}
+  Connection(Server::Impl* server, AnySocket socket, bool tcp)
+      : server(server), socket(std::move(socket)), tcp(tcp),
+        decoder(server->options.max_frame_bytes) {}
 
   Server::Impl* server;
-  Stream::socket socket;
+  AnySocket socket;
+  bool tcp = false;  // a loopback TCP peer: no uid, no admin requests
   proto::FrameDecoder decoder;
   uint32_t uid = 0;
   uint8_t read_buffer[16384];
@@ -196,6 +206,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
     if (pending.count(id) != 0) {
       send_error(id, make_error(StatusCode::kAlreadyExists, "request id %llu is already in flight",
                                 static_cast<unsigned long long>(id)));
+      return;
+    }
+    if (needs_admin(message.body) && tcp) {
+      MOE_INFO("moed: refused %s from a TCP peer", name.c_str());
+      send_error(id, make_error(StatusCode::kFailedPrecondition,
+                                "%s needs the Unix socket and an admin uid (this connection is "
+                                "TCP, whose peer has no uid)",
+                                name.c_str()));
       return;
     }
     if (needs_admin(message.body) && !server->admin(uid)) {
@@ -489,7 +507,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     write_queue.clear();
     pending_write_bytes = 0;
     asio::error_code ignored;
-    socket.shutdown(Stream::socket::shutdown_both, ignored);
+    socket.shutdown(AnySocket::shutdown_both, ignored);
     socket.close(ignored);
     --server->connections;
     server->maybe_finish();
@@ -505,45 +523,70 @@ void Server::Impl::accept_next() {
       }
       return;
     }
-    ucred credentials{};
-    socklen_t length = sizeof(credentials);
-    auto connection = std::make_shared<Connection>(this, std::move(socket));
-    ++connections;
-    ++counters.connections_total;
-    all.push_back(connection);
-    if (::getsockopt(connection->socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials,
-                     &length) != 0) {
-      connection->send(proto::kNoRequestId,
-                       proto::ErrorReply::from_status(make_error(
-                           StatusCode::kInternal, "SO_PEERCRED: %s", std::strerror(errno))));
-      connection->close_after_writes();
-    } else if (!allowed(credentials.uid)) {
-      MOE_INFO("moed: refused uid %u (pid %d): not in the allow-list", credentials.uid,
-               credentials.pid);
-      connection->uid = credentials.uid;
-      ++counters.connections_refused_total;
-      connection->send(proto::kNoRequestId,
-                       proto::ErrorReply::from_status(make_error(
-                           StatusCode::kFailedPrecondition,
-                           "uid %u may not use this daemon (not in its allow-list)",
-                           credentials.uid)));
-      connection->close_after_writes();
-    } else if (state != proto::DaemonState::kReady && state != proto::DaemonState::kDraining) {
-      connection->close_now();
-    } else if (connections > options.max_connections) {
-      ++counters.connections_refused_total;
-      connection->send(proto::kNoRequestId,
-                       proto::ErrorReply::from_status(make_error(
-                           StatusCode::kResourceExhausted, "%u connections already open",
-                           options.max_connections)));
-      connection->close_after_writes();
-    } else {
-      connection->start(credentials.uid);
-    }
-    all.erase(std::remove_if(all.begin(), all.end(), [](auto& w) { return w.expired(); }),
-              all.end());
+    AnySocket any(io);
+    asio::error_code assign_ec;
+    any.assign(asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), socket.release(), assign_ec);
+    if (!assign_ec) on_accepted(std::move(any), /*tcp=*/false);
     accept_next();
   });
+}
+
+void Server::Impl::accept_next_tcp() {
+  tcp_acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        MOE_WARN("moed: accept (tcp): %s", ec.message().c_str());
+        if (tcp_acceptor.is_open()) accept_next_tcp();
+      }
+      return;
+    }
+    AnySocket any(io);
+    asio::error_code assign_ec;
+    any.assign(asio::generic::stream_protocol(AF_INET, SOCK_STREAM), socket.release(), assign_ec);
+    if (!assign_ec) on_accepted(std::move(any), /*tcp=*/true);
+    accept_next_tcp();
+  });
+}
+
+void Server::Impl::on_accepted(AnySocket socket, bool tcp) {
+  auto connection = std::make_shared<Connection>(this, std::move(socket), tcp);
+  ++connections;
+  ++counters.connections_total;
+  all.push_back(connection);
+  ucred credentials{};
+  credentials.uid = kTcpPeerUid;
+  socklen_t length = sizeof(credentials);
+  if (!tcp && ::getsockopt(connection->socket.native_handle(), SOL_SOCKET, SO_PEERCRED,
+                           &credentials, &length) != 0) {
+    connection->send(proto::kNoRequestId,
+                     proto::ErrorReply::from_status(make_error(
+                         StatusCode::kInternal, "SO_PEERCRED: %s", std::strerror(errno))));
+    connection->close_after_writes();
+  } else if (!tcp && !allowed(credentials.uid)) {
+    MOE_INFO("moed: refused uid %u (pid %d): not in the allow-list", credentials.uid,
+             credentials.pid);
+    connection->uid = credentials.uid;
+    ++counters.connections_refused_total;
+    connection->send(proto::kNoRequestId,
+                     proto::ErrorReply::from_status(make_error(
+                         StatusCode::kFailedPrecondition,
+                         "uid %u may not use this daemon (not in its allow-list)",
+                         credentials.uid)));
+    connection->close_after_writes();
+  } else if (state != proto::DaemonState::kReady && state != proto::DaemonState::kDraining) {
+    connection->close_now();
+  } else if (connections > options.max_connections) {
+    ++counters.connections_refused_total;
+    connection->send(proto::kNoRequestId,
+                     proto::ErrorReply::from_status(make_error(
+                         StatusCode::kResourceExhausted, "%u connections already open",
+                         options.max_connections)));
+    connection->close_after_writes();
+  } else {
+    connection->start(credentials.uid);
+  }
+  all.erase(std::remove_if(all.begin(), all.end(), [](auto& w) { return w.expired(); }),
+            all.end());
 }
 
 void Server::Impl::begin_shutdown(bool drain) {
@@ -555,6 +598,7 @@ void Server::Impl::begin_shutdown(bool drain) {
   }
   asio::error_code ignored;
   acceptor.close(ignored);
+  tcp_acceptor.close(ignored);
   maybe_finish();
 }
 
@@ -627,8 +671,22 @@ StatusOr<std::unique_ptr<Server>> Server::start(const ServerOptions& given,
     return make_error(StatusCode::kInternal, "moed: chmod 0660 %s: %s",
                       options.socket_path.c_str(), std::strerror(errno));
   }
+  if (options.tcp) {
+    // Loopback only, by design: the peer of a TCP connection has no uid to check.
+    asio::ip::tcp::endpoint endpoint(asio::ip::address_v4::loopback(), options.tcp_port);
+    impl->tcp_acceptor.open(endpoint.protocol(), ec);
+    if (!ec) impl->tcp_acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+    if (!ec) impl->tcp_acceptor.bind(endpoint, ec);
+    if (!ec) impl->tcp_acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return make_error(StatusCode::kInternal, "moed: cannot listen on 127.0.0.1:%u: %s",
+                        options.tcp_port, ec.message().c_str());
+    }
+    impl->tcp_port = impl->tcp_acceptor.local_endpoint().port();
+  }
   Impl* raw = impl.get();
   raw->accept_next();
+  if (options.tcp) raw->accept_next_tcp();
   raw->io_thread = std::thread([raw] {
     raw->io.run();
     raw->finish();
@@ -661,6 +719,7 @@ void Server::wait() {
 }
 
 const std::string& Server::socket_path() const { return impl_->options.socket_path; }
+uint16_t Server::tcp_port() const { return impl_->tcp_port; }
 
 StatusOr<std::vector<uint32_t>> parse_uid_list(const std::string& text) {
   std::vector<uint32_t> out;

@@ -5,6 +5,7 @@
 // thread (EngineExecutor) owns the runtime. A request is decoded on the io thread, posted to
 // the engine queue, and its reply posted back to the io thread.
 //
+// Listeners: the Unix socket, and optionally TCP on the loopback address (ServerOptions::tcp).
 // What each connection is checked for:
 //   - on accept, the peer's uid (SO_PEERCRED) against allowed_uids: a peer not listed gets
 //     an ErrorReply (kFailedPrecondition, naming its uid) and the connection is closed;
@@ -57,6 +58,10 @@ struct ServerOptions {
   size_t max_pending_write_bytes = size_t{4} << 20;
   uint32_t request_timeout_ms = 30000;
   std::string daemon_version = "moed 0.1";
+  // A TCP listener on 127.0.0.1 (never another address). Its peers have no uid: any local
+  // user may connect, and admin requests are refused over it. tcp_port 0: any free port.
+  bool tcp = false;
+  uint16_t tcp_port = 0;
 };
 
 class Server {
@@ -79,6 +84,7 @@ class Server {
   void wait();
 
   const std::string& socket_path() const;
+  uint16_t tcp_port() const;  // the bound port; 0 without a TCP listener
 
   struct Impl;
 
