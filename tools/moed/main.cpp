@@ -44,7 +44,9 @@ void usage(FILE* out) {
                "  --allow-uid LIST        uids that may connect, comma separated (default: the daemon's own)\n"
                "  --admin-uid LIST        uids that may drain and shut down (default: the daemon's own)\n"
                "  --queue N               engine queue capacity; more requests get 'busy' (default 256)\n"
-               "  --timeout-ms N          per-request deadline (default 30000)\n"
+               "  --timeout-ms N          per-request deadline; a stream's restarts with each token frame (default 30000)\n"
+               "  --load-timeout-ms N     a model load's deadline (default 600000)\n"
+               "  --attention-dp N        attention data-parallel ranks of a load that names none (default 16)\n"
                "  --tcp-port N            also listen on 127.0.0.1:N (loopback only; any local user may\n"
                "                          connect, admin requests are refused over TCP; 0: any free port)\n"
                "  --help                  this text\n",
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
   server_options.socket_path = moe::default_socket_path();
   rt::RuntimeOptions runtime_options;
   uint64_t queue = 256;
+  uint64_t attention_dp = 16;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto need = [&]() -> const char* {
@@ -100,6 +103,12 @@ int main(int argc, char** argv) {
       uids(&server_options.admin_uids);
     } else if (a == "--queue" && parse_u64(need(), &value) && value > 0 && value < (1u << 20)) {
       queue = value;
+    } else if (a == "--load-timeout-ms" && parse_u64(need(), &value) && value > 0 &&
+               value < 0xFFFFFFFFu) {
+      server_options.load_timeout_ms = static_cast<uint32_t>(value);
+    } else if (a == "--attention-dp" && parse_u64(need(), &value) && value > 0 &&
+               value < 65536) {
+      attention_dp = value;
     } else if (a == "--tcp-port" && parse_u64(need(), &value) && value < 65536) {
       server_options.tcp = true;
       server_options.tcp_port = static_cast<uint16_t>(value);
@@ -124,7 +133,8 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  auto executor = daemon::EngineExecutor::start(runtime_options, queue);
+  auto executor = daemon::EngineExecutor::start(runtime_options, queue,
+                                               static_cast<uint32_t>(attention_dp));
   if (!executor.ok()) {
     std::fprintf(stderr, "moed: %s\n", executor.status().to_string().c_str());
     return 1;

@@ -104,6 +104,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     std::unique_ptr<asio::steady_timer> timer;
     std::shared_ptr<std::atomic<bool>> alive;  // false: skip the job / drop the result
     std::shared_ptr<StreamTicket> stream;      // generate requests only
+    uint32_t timeout_ms = 0;                   // its deadline, from arming
   };
 
   Connection(Server::Impl* server, AnySocket socket, bool tcp)
@@ -249,7 +250,9 @@ struct Connection : std::enable_shared_from_this<Connection> {
   }
 
   void serve(uint64_t id, const proto::LoadRequest& request) {
-    submit(id, [request](EngineContext& context) { return load_job(context, request); });
+    // Placing a large model takes long: its own deadline.
+    submit(id, [request](EngineContext& context) { return load_job(context, request); },
+           server->options.load_timeout_ms);
   }
 
   void serve(uint64_t id, const proto::UnloadRequest& request) {
@@ -364,7 +367,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
   }
 
   // Queues a job for the engine thread under request `id`, with its deadline.
-  void submit(uint64_t id, std::function<proto::Body(EngineContext&)> work) {
+  void submit(uint64_t id, std::function<proto::Body(EngineContext&)> work,
+              uint32_t timeout_ms = 0) {
     auto alive = std::make_shared<std::atomic<bool>>(true);
     std::weak_ptr<Connection> weak = weak_from_this();
     std::shared_ptr<asio::io_context> io = server->io_holder;
@@ -377,7 +381,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
       refused(id, posted);
       return;
     }
-    track(id, alive, nullptr);
+    track(id, alive, nullptr, timeout_ms);
   }
 
   void refused(uint64_t id, const Status& why) {
@@ -386,31 +390,33 @@ struct Connection : std::enable_shared_from_this<Connection> {
   }
 
   // Registers request `id` as outstanding and starts its deadline.
+  // timeout_ms 0: the request timeout.
   void track(uint64_t id, std::shared_ptr<std::atomic<bool>> alive,
-             std::shared_ptr<StreamTicket> stream) {
+             std::shared_ptr<StreamTicket> stream, uint32_t timeout_ms = 0) {
     Pending& entry = pending[id];
     entry.alive = std::move(alive);
     entry.stream = std::move(stream);
+    entry.timeout_ms = timeout_ms != 0 ? timeout_ms : server->options.request_timeout_ms;
     entry.timer = std::make_unique<asio::steady_timer>(server->io);
     ++server->active_requests;
     arm_deadline(id, entry);
   }
 
-  // (Re)starts request `id`'s deadline: request_timeout_ms from now. A stream re-arms it
-  // with every TokenFrame, so its deadline bounds the silence, not the whole generation.
+  // (Re)starts request `id`'s deadline: its timeout from now. A stream re-arms it with every
+  // TokenFrame, so its deadline bounds the silence, not the whole generation.
   void arm_deadline(uint64_t id, Pending& entry) {
-    entry.timer->expires_after(std::chrono::milliseconds(server->options.request_timeout_ms));
+    entry.timer->expires_after(std::chrono::milliseconds(entry.timeout_ms));
     std::weak_ptr<Connection> weak = weak_from_this();
     std::shared_ptr<std::atomic<bool>> alive = entry.alive;
-    entry.timer->async_wait([weak, id, alive](asio::error_code ec) {
+    const uint32_t timeout_ms = entry.timeout_ms;
+    entry.timer->async_wait([weak, id, alive, timeout_ms](asio::error_code ec) {
       if (ec) return;  // cancelled or re-armed
       auto self = weak.lock();
       if (!self || !alive->load()) return;
       ++self->server->counters.timeouts_total;
       self->complete(id, proto::ErrorReply::from_status(make_error(
                              StatusCode::kTimeout, "request %llu: no answer within %u ms",
-                             static_cast<unsigned long long>(id),
-                             self->server->options.request_timeout_ms)));
+                             static_cast<unsigned long long>(id), timeout_ms)));
     });
   }
 
@@ -637,9 +643,11 @@ StatusOr<std::unique_ptr<Server>> Server::start(const ServerOptions& given,
   if (options.max_frame_bytes == 0) options.max_frame_bytes = proto::max_frame_bytes_option();
   options.max_frame_bytes =
       std::clamp(options.max_frame_bytes, proto::kMinFrameBytes, proto::kMaxFrameBytesCeiling);
-  if (options.max_inflight_per_connection == 0 || options.request_timeout_ms == 0) {
+  if (options.max_inflight_per_connection == 0 || options.request_timeout_ms == 0 ||
+      options.load_timeout_ms == 0) {
     return make_error(StatusCode::kInvalidArgument,
-                      "moed: max_inflight_per_connection and request_timeout_ms must be > 0");
+                      "moed: max_inflight_per_connection, request_timeout_ms and load_timeout_ms "
+                      "must be > 0");
   }
   sockaddr_un probe{};
   if (options.socket_path.empty() || options.socket_path.size() >= sizeof(probe.sun_path)) {

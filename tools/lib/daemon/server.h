@@ -17,7 +17,8 @@
 //   - admin requests (Fault, Drain, Shutdown) need the peer's uid in admin_uids.
 // Back-pressure: a connection with max_inflight_per_connection requests outstanding, or with
 // more than max_pending_write_bytes queued for sending, is not read from until that falls;
-// a full engine queue answers kBusy. Each request has a deadline (request_timeout_ms): when
+// a full engine queue answers kBusy. Each request has a deadline (request_timeout_ms;
+// load_timeout_ms for a LoadRequest): when
 // it passes the client gets kTimeout and the late result is dropped; a generate request's
 // deadline restarts with every TokenFrame (it bounds the silence, not the generation). A
 // client that disconnects frees its requests: queued jobs are skipped, results dropped, and
@@ -57,6 +58,7 @@ struct ServerOptions {
   uint32_t max_inflight_per_connection = 16;
   size_t max_pending_write_bytes = size_t{4} << 20;
   uint32_t request_timeout_ms = 30000;
+  uint32_t load_timeout_ms = 600000;   // LoadRequest's deadline (placing weights takes long)
   std::string daemon_version = "moed 0.1";
   // A TCP listener on 127.0.0.1 (never another address). Its peers have no uid: any local
   // user may connect, and admin requests are refused over it. tcp_port 0: any free port.
