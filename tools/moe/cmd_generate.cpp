@@ -45,6 +45,10 @@ class InterruptGuard {
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESETHAND;  // no SA_RESTART: a blocked poll() wakes with EINTR
     installed_ = ::sigaction(SIGINT, &action, &previous_) == 0;
+    if (installed_ && previous_.sa_handler == SIG_IGN) {  // started with SIGINT ignored (nohup, &)
+      ::sigaction(SIGINT, &previous_, nullptr);
+      installed_ = false;
+    }
   }
   ~InterruptGuard() {
     if (installed_) ::sigaction(SIGINT, &previous_, nullptr);
