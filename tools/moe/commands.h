@@ -10,4 +10,13 @@ int cmd_simulate(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_layer_dump(int argc, char** argv);
 
+// Requests to the moed daemon (cmd_client.cpp; `generate` talks to it too, cmd_generate.cpp).
+int cmd_status(int argc, char** argv);
+int cmd_load(int argc, char** argv);
+int cmd_unload(int argc, char** argv);
+int cmd_metrics(int argc, char** argv);
+int cmd_fault(int argc, char** argv);
+int cmd_drain(int argc, char** argv);
+int cmd_shutdown(int argc, char** argv);
+
 }  // namespace moe::tools
