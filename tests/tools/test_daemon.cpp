@@ -196,6 +196,28 @@ TEST_CASE("tools.daemon: an oversized length is refused before its payload is re
   CHECK_FALSE(client.receive().has_value());
 }
 
+TEST_CASE("tools.daemon: a truncated frame stalls only its own connection") {
+  Daemon daemon;
+  Client truncated(daemon.temp.path());
+  auto frame = encode_frame(4, StatusRequest{true}, kLimit);
+  REQUIRE(frame.ok());
+  std::vector<uint8_t> half(frame.value().begin(),
+                            frame.value().begin() + static_cast<ptrdiff_t>(frame.value().size() / 2));
+  truncated.send_bytes(half);  // the rest never comes
+  Client other(daemon.temp.path());
+  other.send(5, StatusRequest{false});
+  CHECK(other.receive_as<StatusReply>(5).active_requests == 0);
+  truncated.close();  // the daemon drops the half frame with the connection
+  other.send(6, StatusRequest{false});
+  other.receive_as<StatusReply>(6);
+  // The rest of a frame completes it: the decoder keeps partial input.
+  Client slow(daemon.temp.path());
+  slow.send_bytes(half);
+  slow.send_bytes(std::vector<uint8_t>(frame.value().begin() + static_cast<ptrdiff_t>(half.size()),
+                                       frame.value().end()));
+  CHECK(slow.receive_as<StatusReply>(4).topology.has_value());
+}
+
 TEST_CASE("tools.daemon: an unverifiable payload is answered and the stream goes on") {
   Daemon daemon;
   Client client(daemon.temp.path());
