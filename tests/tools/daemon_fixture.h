@@ -26,7 +26,8 @@ struct TempSocket {
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);
   }
-  std::string path() const { return (dir / "moed.sock").string(); }
+  std::string path() const { return (dir / "moed.sock").string(); }  // the socket
+  std::string file(const char* name) const { return (dir / name).string(); }
 };
 
 struct Daemon {

@@ -19,50 +19,14 @@
 
 #include "models/engine/generate.h"
 #include "models/weights/json_parse.h"
-#include "tools/lib/daemon/engine_executor.h"
-#include "tools/lib/daemon/server.h"
+#include "tests/tools/daemon_fixture.h"
 
 using namespace moe;
 
 namespace {
 
-struct TempDir {
-  std::filesystem::path dir;
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "moe-cli-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    dir = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir, ignored);
-  }
-  std::string path(const char* name) const { return (dir / name).string(); }
-};
-
-// moed's executor and server in this process, on supernode n8.
-struct Daemon {
-  std::string socket_path;
-  std::unique_ptr<daemon::EngineExecutor> executor;
-  std::unique_ptr<daemon::Server> server;
-
-  explicit Daemon(std::string path) : socket_path(std::move(path)) {
-    rt::RuntimeOptions runtime;
-    runtime.supernode = "n8";
-    auto started = daemon::EngineExecutor::start(runtime, 8);
-    REQUIRE_MESSAGE(started.ok(), started.status().to_string());
-    executor = std::move(started).value();
-    daemon::ServerOptions options;
-    options.socket_path = socket_path;
-    auto server_started = daemon::Server::start(options, executor.get());
-    REQUIRE_MESSAGE(server_started.ok(), server_started.status().to_string());
-    server = std::move(server_started).value();
-  }
-  ~Daemon() {
-    server.reset();
-    executor->stop();
-  }
-};
+using moe::testing::Daemon;
+using TempDir = moe::testing::TempSocket;
 
 struct Run {
   int exit_status = -1;
@@ -73,7 +37,7 @@ struct Run {
 Run run_moe(const TempDir& temp, const std::string& args) {
   const char* dir = std::getenv("MOE_BIN_DIR");
   REQUIRE_MESSAGE(dir != nullptr, "MOE_BIN_DIR is not set (run through make test)");
-  const std::string err_path = temp.path("stderr.txt");
+  const std::string err_path = temp.file("stderr.txt");
   const std::string cmd = std::string(dir) + "/moe " + args + " 2>" + err_path;
   Run run;
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -141,9 +105,9 @@ bool contains(const std::string& text, const std::string& part) {
 }  // namespace
 
 TEST_CASE("tools.cli: status, load, streaming generate and metrics through moed") {
-  TempDir temp;
-  Daemon daemon(temp.path("moed.sock"));
-  const std::string socket = " --socket " + daemon.socket_path;
+  Daemon daemon;
+  const TempDir& temp = daemon.temp;
+  const std::string socket = " --socket " + daemon.temp.path();
 
   Run status = run_moe(temp, "status --json" + socket);
   REQUIRE_MESSAGE(status.exit_status == 0, status.err);
@@ -225,7 +189,7 @@ TEST_CASE("tools.cli: status, load, streaming generate and metrics through moed"
 
 TEST_CASE("tools.cli: bad usage exits 2 naming the argument; no daemon exits 1 saying so") {
   TempDir temp;
-  const std::string missing = " --socket " + temp.path("none.sock");
+  const std::string missing = " --socket " + temp.file("none.sock");
   struct Case {
     std::string args;
     std::string named;  // what the message must mention
@@ -251,7 +215,7 @@ TEST_CASE("tools.cli: bad usage exits 2 naming the argument; no daemon exits 1 s
     Run run = run_moe(temp, std::string(command) + missing);
     CHECK(run.exit_status == 1);
     CHECK(contains(run.err, "no daemon"));
-    CHECK(contains(run.err, temp.path("none.sock")));
+    CHECK(contains(run.err, temp.file("none.sock")));
   }
   Run help = run_moe(temp, "generate --help");
   CHECK(help.exit_status == 0);
