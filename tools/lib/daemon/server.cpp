@@ -28,6 +28,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -93,6 +94,36 @@ bool listed(const std::vector<uint32_t>& list, uint32_t uid) {
 
 bool Server::Impl::allowed(uint32_t uid) const { return listed(options.allowed_uids, uid); }
 bool Server::Impl::admin(uint32_t uid) const { return listed(options.admin_uids, uid); }
+
+// A stream's tokens between the engine thread and the io thread. The engine adds each
+// step's frame; only the first frame after a flush posts one, so while the io thread is
+// behind, later steps join the waiting frame instead of queueing more handlers (one frame,
+// one write, one client wake-up for several steps). The GenerateDone posted after it runs
+// after the flush (one io thread, handlers in order), so nothing overtakes a token.
+class TokenOutbox {
+ public:
+  // True when the caller must post a flush.
+  bool add(proto::TokenFrame frame) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (waiting_) {
+      waiting_->tokens.insert(waiting_->tokens.end(), frame.tokens.begin(), frame.tokens.end());
+      waiting_->text += frame.text;
+      return false;
+    }
+    waiting_ = std::move(frame);
+    return true;
+  }
+  std::optional<proto::TokenFrame> take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::optional<proto::TokenFrame> out = std::move(waiting_);
+    waiting_.reset();
+    return out;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::optional<proto::TokenFrame> waiting_;
+};
 
 struct Connection : std::enable_shared_from_this<Connection> {
   // A generate request's engine-side handle: written and read on the engine thread only.
@@ -292,10 +323,13 @@ struct Connection : std::enable_shared_from_this<Connection> {
           if (!alive->load()) return;  // the client left or timed out before it started
           GenerateSink sink;
           sink.wanted = [alive] { return alive->load(); };
-          sink.on_tokens = [alive, weak, io, id](proto::TokenFrame frame) {
-            asio::post(*io, [alive, weak, id, frame = std::move(frame)]() mutable {
+          auto outbox = std::make_shared<TokenOutbox>();
+          sink.on_tokens = [alive, weak, io, id, outbox](proto::TokenFrame frame) {
+            if (!outbox->add(std::move(frame))) return;  // a flush is already on its way
+            asio::post(*io, [alive, weak, id, outbox] {
+              std::optional<proto::TokenFrame> frame = outbox->take();
               auto self = weak.lock();
-              if (self && alive->load()) self->progress(id, std::move(frame));
+              if (frame && self && alive->load()) self->progress(id, std::move(*frame));
             });
           };
           sink.on_done = [alive, weak, io, id](const proto::GenerateDone& done,

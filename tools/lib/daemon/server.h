@@ -26,7 +26,8 @@
 //
 // Requests (tools/lib/daemon/engine_jobs.h for what each does on the engine thread): Status,
 // Load, Unload, Metrics and Fault get one reply; Generate gets TokenFrames (one per engine
-// step that produced tokens) and then GenerateDone, or an ErrorReply, which always ends a
+// step that produced tokens; when the io thread is behind, the waiting frames are merged
+// into one) and then GenerateDone, or an ErrorReply, which always ends a
 // request; Cancel names a generate request of the same connection (Ack, and the stream ends
 // with GenerateDone kCancelled). Replies sent by a client get kInvalidArgument.
 //
