@@ -96,13 +96,14 @@ bool metric_reaches(Api& api, const std::string& name, double want) {
 struct Running {
   Streamed out;
   std::atomic<bool> started{false};
+  std::atomic<bool> stop{false};  // set: the next frame cancels it
   std::thread worker;
   Running(Api& api, const proto::GenerateRequest& r) {
     worker = std::thread([this, &api, r] {
       out.done = api.generate(r, [this](const proto::TokenFrame& f) {
         out.tokens.insert(out.tokens.end(), f.tokens.begin(), f.tokens.end());
         started = true;
-        return true;
+        return !stop.load();
       });
       started = true;  // also when it failed before any token
     });
@@ -375,6 +376,20 @@ TEST_CASE("tools.daemon.serving: shutdown with drain lets a generation finish") 
   REQUIRE_MESSAGE(running.out.done.ok(), running.out.done.status().to_string());
   CHECK(running.out.done->finish_reason == proto::FinishReason::kLength);
   CHECK(running.out.tokens.size() == 24);
+  daemon.server->wait();
+}
+
+TEST_CASE("tools.daemon.serving: a draining shutdown still takes a cancel") {
+  Daemon daemon;
+  auto client = connect(daemon);
+  load_builtin(*client);
+  auto admin = connect(daemon);
+  Running running(*client, request("long", 500, 4));
+  CHECK(admin->shutdown(true).ok());
+  running.stop = true;
+  running.worker.join();
+  REQUIRE_MESSAGE(running.out.done.ok(), running.out.done.status().to_string());
+  CHECK(running.out.done->finish_reason == proto::FinishReason::kCancelled);
   daemon.server->wait();
 }
 

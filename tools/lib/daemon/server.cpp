@@ -254,8 +254,10 @@ struct Connection : std::enable_shared_from_this<Connection> {
                                 "%s needs an admin uid; uid %u is not one", name.c_str(), uid));
       return;
     }
+    // While stopping, a client may still cancel what it has in flight.
     if (server->state == proto::DaemonState::kStopping &&
-        !std::holds_alternative<proto::ShutdownRequest>(message.body)) {
+        !std::holds_alternative<proto::ShutdownRequest>(message.body) &&
+        !std::holds_alternative<proto::CancelRequest>(message.body)) {
       send_error(id, make_error(StatusCode::kFailedPrecondition,
                                 "the daemon is shutting down; no new requests are taken"));
       return;

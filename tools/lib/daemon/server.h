@@ -33,7 +33,7 @@
 //
 // Drain: new generate requests get kFailedPrecondition; the DrainRequest is answered when
 // nothing is in flight. Shutdown with drain: no more connections are accepted and new
-// requests get kFailedPrecondition; the requests in flight are answered, then every
+// requests (but cancels) get kFailedPrecondition; the requests in flight are answered, then every
 // connection is closed. Shutdown without drain answers every request in flight with
 // kCancelled before closing: nothing is left unanswered.
 //
