@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -303,6 +304,65 @@ TEST_CASE("tools.daemon.serving: 32 concurrent streaming clients lose and mix no
   }
   // They ran as one batch at least some of the time.
   CHECK(metric(*setup, "moe_generate_finished_total") == 2 * kClients);
+}
+
+TEST_CASE("tools.daemon.serving: pipelined generations on one connection, past its in-flight limit") {
+  daemon::ServerOptions options;
+  options.max_inflight_per_connection = 4;  // the other 6 wait in the socket (back-pressure)
+  Daemon daemon(options, /*queue=*/64);
+  auto setup = connect(daemon);
+  load_builtin(*setup);
+  constexpr uint64_t kRequests = 10;
+  std::vector<uint8_t> frames;
+  for (uint64_t id = 1; id <= kRequests; ++id) {
+    REQUIRE(proto::append_message_frame(
+                proto::Message{id, request("pipelined " + std::to_string(id), 5, id)}, &frames)
+                .ok());
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, daemon.temp.path().c_str(), daemon.temp.path().size());
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  timeval timeout{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  REQUIRE(::send(fd, frames.data(), frames.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(frames.size()));
+  std::map<uint64_t, std::vector<uint32_t>> tokens;
+  std::map<uint64_t, proto::GenerateDone> done;
+  proto::FrameDecoder decoder;
+  std::vector<uint8_t> unread;
+  while (done.size() < kRequests) {
+    std::span<const uint8_t> input(unread);
+    proto::FrameDecoder::State state = decoder.decode(&input);
+    unread.erase(unread.begin(), unread.end() - static_cast<ptrdiff_t>(input.size()));
+    REQUIRE(state != proto::FrameDecoder::State::kError);
+    if (state == proto::FrameDecoder::State::kNeedMore) {
+      uint8_t buffer[4096];
+      ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+      REQUIRE_MESSAGE(n > 0, "recv: ", (n == 0 ? std::string("EOF") : std::string(std::strerror(errno))), " after ", done.size(), " done, ", tokens.size(), " streams");
+      unread.insert(unread.end(), buffer, buffer + n);
+      continue;
+    }
+    auto message = proto::decode_payload(decoder.payload());
+    REQUIRE(message.ok());
+    if (auto* frame = std::get_if<proto::TokenFrame>(&message->body)) {
+      auto& mine = tokens[message->request_id];
+      CHECK(frame->first_index == mine.size());
+      mine.insert(mine.end(), frame->tokens.begin(), frame->tokens.end());
+    } else {
+      auto* end = std::get_if<proto::GenerateDone>(&message->body);
+      REQUIRE_MESSAGE(end != nullptr, std::string(proto::message_name(message->body)));
+      done[message->request_id] = *end;
+    }
+  }
+  ::close(fd);
+  for (uint64_t id = 1; id <= kRequests; ++id) {
+    CAPTURE(id);
+    CHECK(done[id].generated_tokens == 5);
+    CHECK(tokens[id] == generate(*setup, request("pipelined " + std::to_string(id), 5, id)).tokens);
+  }
 }
 
 TEST_CASE("tools.daemon.serving: a cancelled generation ends with kCancelled and frees it") {

@@ -10,8 +10,11 @@
 // queued for sending. Each outstanding request owns a steady_timer; whichever of the timer
 // and the result comes first answers and erases it, the other finds it gone.
 //
-// Invariants: reading_ is true iff an async read is pending; writing_ iff an async write is;
-// closing_ means no more reads, and the socket is closed once the write queue is empty.
+// Ownership: the server owns every open connection (Impl::all) until close_now(); handlers
+// in flight hold it too. Frames past the in-flight limit wait undecoded in the connection's
+// backlog and are handled as requests complete, so the limit holds exactly.
+// Invariants: reading is true iff an async read is pending; writing iff an async write is;
+// closing means no more reads, and the socket is closed once the write queue is empty.
 #define ASIO_STANDALONE 1
 #include "tools/lib/daemon/server.h"
 
@@ -66,7 +69,9 @@ struct Server::Impl {
   uint32_t connections = 0;                                 // io thread
   uint32_t active_requests = 0;                             // io thread
   DaemonCounters counters;                                  // io thread (snapshots)
-  std::vector<std::weak_ptr<struct Connection>> all;        // io thread
+  // Every open connection, owned here: one that waits with no read armed (its in-flight
+  // limit reached) has no other owner. Removed by Connection::close_now().
+  std::unordered_map<struct Connection*, std::shared_ptr<struct Connection>> all;  // io thread
   std::vector<std::pair<std::weak_ptr<struct Connection>, uint64_t>> drain_waiters;  // io thread
   std::mutex done_mutex;
   std::condition_variable done_cv;
@@ -155,6 +160,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool closing = false;
   bool closed = false;
   std::unordered_map<uint64_t, Pending> pending;
+  std::vector<uint8_t> backlog;  // read, not yet decoded (the in-flight limit was reached)
 
   void start(uint32_t peer_uid) {
     uid = peer_uid;
@@ -183,14 +189,23 @@ struct Connection : std::enable_shared_from_this<Connection> {
   }
 
   void on_bytes(std::span<const uint8_t> input) {
-    while (!closing) {
+    backlog.insert(backlog.end(), input.begin(), input.end());
+    decode_backlog();
+  }
+
+  // Decodes and handles the frames read so far, while the connection has room in flight;
+  // what is left waits in `backlog` until a request completes.
+  void decode_backlog() {
+    std::span<const uint8_t> input(backlog);
+    while (!closing && pending.size() < server->options.max_inflight_per_connection) {
       proto::FrameDecoder::State state = decoder.decode(&input);
-      if (state == proto::FrameDecoder::State::kNeedMore) return;
+      if (state == proto::FrameDecoder::State::kNeedMore) break;
       if (state == proto::FrameDecoder::State::kError) {
         MOE_INFO("moed: uid %u: %s", uid, decoder.error().to_string().c_str());
         ++server->counters.bad_frames_total;
         send_error(proto::kNoRequestId, decoder.error());
         close_after_writes();
+        backlog.clear();
         return;
       }
       uint64_t request_id = proto::kNoRequestId;
@@ -203,6 +218,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
       ++server->counters.requests_total;
       handle(std::move(message).value());
     }
+    backlog.erase(backlog.begin(), backlog.end() - static_cast<ptrdiff_t>(input.size()));
   }
 
   void send_error(uint64_t id, const Status& status) {
@@ -474,7 +490,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
     --server->active_requests;
     if (std::holds_alternative<proto::ErrorReply>(body)) ++server->counters.errors_total;
     send(id, std::move(body));
-    read_more();  // an in-flight slot is free again
+    decode_backlog();  // an in-flight slot is free again
+    read_more();
     server->maybe_finish();
   }
 
@@ -538,6 +555,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   // Closes the socket and frees every outstanding request (their jobs are skipped).
   void close_now() {
     if (closed) return;
+    auto self = shared_from_this();  // the server's reference goes below
     closed = true;
     closing = true;
     for (auto& [id, entry] : pending) {
@@ -552,6 +570,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     socket.shutdown(AnySocket::shutdown_both, ignored);
     socket.close(ignored);
     --server->connections;
+    server->all.erase(this);
     server->maybe_finish();
   }
 };
@@ -594,7 +613,7 @@ void Server::Impl::on_accepted(AnySocket socket, bool tcp) {
   auto connection = std::make_shared<Connection>(this, std::move(socket), tcp);
   ++connections;
   ++counters.connections_total;
-  all.push_back(connection);
+  all.emplace(connection.get(), connection);
   ucred credentials{};
   credentials.uid = kTcpPeerUid;
   socklen_t length = sizeof(credentials);
@@ -627,8 +646,6 @@ void Server::Impl::on_accepted(AnySocket socket, bool tcp) {
   } else {
     connection->start(credentials.uid);
   }
-  all.erase(std::remove_if(all.begin(), all.end(), [](auto& w) { return w.expired(); }),
-            all.end());
 }
 
 void Server::Impl::begin_shutdown(bool drain) {
@@ -655,14 +672,14 @@ void Server::Impl::maybe_finish() {
   }
   if (state != proto::DaemonState::kStopping) return;
   if (shutdown_drain && active_requests > 0) return;
-  for (auto& weak : all) {
-    if (auto connection = weak.lock()) {
-      if (!shutdown_drain) {
-        connection->fail_pending(make_error(StatusCode::kCancelled,
-                                            "the daemon shut down without draining"));
-      }
-      connection->close_after_writes();
+  std::vector<std::shared_ptr<Connection>> open;  // closing one erases it from `all`
+  for (auto& [raw, connection] : all) open.push_back(connection);
+  for (auto& connection : open) {
+    if (!shutdown_drain) {
+      connection->fail_pending(make_error(StatusCode::kCancelled,
+                                          "the daemon shut down without draining"));
     }
+    connection->close_after_writes();
   }
   if (connections == 0) io.stop();
 }
