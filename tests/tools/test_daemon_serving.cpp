@@ -466,6 +466,25 @@ TEST_CASE("tools.daemon.serving: shutdown without drain answers a generation wit
   daemon.server->wait();
 }
 
+TEST_CASE("tools.daemon.serving: a lost NPU ends the running generation with an error") {
+  Daemon daemon;
+  auto client = connect(daemon);
+  load_builtin(*client);
+  auto admin = connect(daemon);
+  Running running(*client, request("doomed", 500, 4));
+  auto fault = admin->fault(proto::FaultRequest{proto::FaultKind::kNpuLost, 3});
+  REQUIRE_MESSAGE(fault.ok(), fault.status().to_string());
+  running.worker.join();
+  CHECK_FALSE(running.out.done.ok());
+  CHECK(running.out.done.status().message().find("engine steps failed") != std::string::npos);
+  CHECK(metric(*admin, "moed_failed_steps_total") >= 3);
+  CHECK(metric(*admin, "moe_generate_running") == 0);
+  // The daemon answers; a new generation on the lost NPU's model fails the same way, and
+  // never hangs.
+  CHECK(admin->status()->topology->npus_lost == std::vector<uint32_t>{3});
+  CHECK_FALSE(admin->generate(request("again", 4, 1)).ok());
+}
+
 TEST_CASE("tools.daemon.serving: a client reports no daemon and a refused uid clearly") {
   moe::testing::TempSocket temp;
   auto none = Client::connect({.socket_path = temp.path()});
