@@ -127,7 +127,8 @@ struct PartTimes {
 struct HbmBudget {  // bytes per NPU
   double routed_expert_weights = 0;
   double shared_and_dense_weights = 0;
-  double attention_side_weights = 0;  // attention blocks, router, embedding, LM head (per die)
+  double attention_side_weights = 0;  // attention blocks, router, embedding, LM head: per die
+                                      // x dies (attention_split 2: half a block per die)
   double kv_cache = 0;
   double dispatch_buffers = 0;
   double total = 0;
