@@ -508,12 +508,18 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   ro.supernode = o.supernode;
   ro.mode = rt::ExecutionMode::kTiming;
   ro.open_transport = false;
-  uint32_t supernode_npus = 0;
+  uint32_t supernode_npus = 0, dies_per_npu = 1;
   {
     MOE_TRY_ASSIGN(std::unique_ptr<rt::Runtime> probe, rt::Runtime::open(ro));
     supernode_npus = probe->num_devices();
+    dies_per_npu = probe->topology().dies_per_npu;
   }
   MOE_TRY(validate_simulate_options(c, o, supernode_npus));
+  if (o.attention_split > 1 && dies_per_npu != o.attention_split)
+    return make_error(StatusCode::kInvalidArgument,
+                      "attention_split (--attention-split) %u: the NPUs of supernode %s have %u "
+                      "die(s); the heads are split over all of an NPU's dies",
+                      o.attention_split, o.supernode.c_str(), dies_per_npu);
   if (o.npus == 0) o.npus = supernode_npus;
   if (o.ep == 0) o.ep = o.npus;
   res.moe_layers_total = c.num_moe_layers() + (o.mtp > 0 ? c.mtp_layers : 0);
@@ -552,11 +558,6 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   ro.open_transport = true;
   MOE_TRY_ASSIGN(std::unique_ptr<rt::Runtime> runtime, rt::Runtime::open(ro));
   const dev::Topology& t = runtime->topology();
-  if (o.attention_split > 1 && t.dies_per_npu != o.attention_split)
-    return make_error(StatusCode::kInvalidArgument,
-                      "attention_split (--attention-split) %u: the NPUs of supernode %s have %u "
-                      "die(s); the heads are split over all of an NPU's dies",
-                      o.attention_split, o.supernode.c_str(), t.dies_per_npu);
   {
     StepEngine engine(*runtime, c, o, t);
     MOE_TRY(engine.init(bc, m));
