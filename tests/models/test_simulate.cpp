@@ -3,11 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "firmware-sim/description.h"
+#include "firmware-sim/presets.h"
 #include "models/cost/cost_layer.h"
 #include "models/model_config.h"
 #include "models/simulate.h"
@@ -311,6 +314,24 @@ TEST_CASE("models.simulate: a bad attention split is refused naming the field") 
   CHECK(s.code() == StatusCode::kInvalidArgument);
   CHECK(s.message().find("attention_split") != std::string::npos);
   CHECK(s.message().find("127") != std::string::npos);
+  // A supernode whose NPUs have one die has nothing to split the heads over.
+  dev::Topology one_die = sim::make_preset("n8").value();
+  one_die.dies_per_npu = 1;
+  const std::string path = "/tmp/moe_test_simulate_one_die_" + std::to_string(getpid()) + ".json";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    REQUIRE(f != nullptr);
+    const std::string text = sim::description_to_json(one_die);
+    REQUIRE(std::fwrite(text.data(), 1, text.size(), f) == text.size());
+    std::fclose(f);
+  }
+  o.supernode = path;
+  auto r = simulate(small_model(), o);
+  std::remove(path.c_str());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find("attention_split") != std::string::npos);
+  CHECK(r.status().message().find("1 die") != std::string::npos);
 }
 
 namespace {
