@@ -7,9 +7,10 @@
 // (MoeBuffer, ExpertMap), routing drawn from a seeded uniform distribution. Every figure
 // it returns is on the modelled clock except wall_ms.
 //
-// Placement: attention is data-parallel: each NPU owns batch_per_npu sequences, split over
-// its dies (each die holds a copy of the attention weights). Experts: the `npus` NPUs form
-// npus / ep expert-parallel groups of `ep` NPUs; in each group every NPU holds
+// Placement: attention is data-parallel (by default; see "Attention split" below): each NPU
+// owns batch_per_npu sequences, split over its dies (each die holds a copy of the attention
+// weights). Experts: the `npus` NPUs form npus / ep expert-parallel groups of `ep` NPUs; in
+// each group every NPU holds
 // ceil(num_experts / ep) routed experts (when ep does not divide the experts evenly, or
 // exceeds them, the slots left over hold redundant replicas, EPLB-style), and a copy of the
 // shared experts, applied to its own tokens. An NPU splits each of its FFNs over its dies by
