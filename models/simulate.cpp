@@ -96,7 +96,9 @@ class StepEngine {
   }
   Status layer(uint32_t layer_index, bool moe, const std::vector<Unit>& units);
   Status flush_pending(uint32_t unit);
-  Status sum_partials(uint32_t rank, uint64_t rows);
+  Status sum_partials(uint32_t rank, uint64_t rows, Part part);
+  Status sync_dies(uint32_t rank);
+  Status attention(const Unit& unit);
   Status step_end();
   void draw_routing(uint32_t tokens);
 
@@ -190,14 +192,61 @@ void StepEngine::draw_routing(uint32_t tokens) {
   }
 }
 
-// An FFN split over the dies by its intermediate dimension leaves one partial output per
-// die: die 0 adds them (`rows` tokens) once every die has finished its share.
-Status StepEngine::sum_partials(uint32_t rank, uint64_t rows) {
+// An FFN split over the dies by its intermediate dimension (or an attention block split by
+// heads) leaves one partial output per die: die 0 adds them (`rows` tokens) once every die
+// has finished its share.
+Status StepEngine::sum_partials(uint32_t rank, uint64_t rows, Part part) {
   if (dies_ < 2 || rows == 0) return Status();
   double t = 0;
   for (uint32_t d = 0; d < dies_; ++d) t = std::max(t, stream(rank, d).modelled_time().ns);
   MOE_TRY(stream(rank, 0).wait_until(ModelTime::from_ns(t)));
-  return launch(rank, 0, kExperts, {cost::residual_add_cost(rows, c_.hidden)});
+  return launch(rank, 0, part, {cost::residual_add_cost(rows, c_.hidden)});
+}
+
+// Every die of `rank` waits until all of them have finished what was launched so far (an
+// exchange between the dies of one NPU: its on-chip transfer is not charged, as for the
+// partial sums).
+Status StepEngine::sync_dies(uint32_t rank) {
+  double t = 0;
+  for (uint32_t d = 0; d < dies_; ++d) t = std::max(t, stream(rank, d).modelled_time().ns);
+  for (uint32_t d = 0; d < dies_; ++d) MOE_TRY(stream(rank, d).wait_until(ModelTime::from_ns(t)));
+  return Status();
+}
+
+// A unit's attention blocks on every rank. Split 1: each die runs the whole block for its
+// share of the sequences. Split s = dies: every die runs num_heads / s heads for all of the
+// unit's sequences (cost_layer.h): the down-projections' column shares, the latent exchange
+// (a sync), the per-head stage, die 0's sum of the o_proj partials, and the residual add of
+// each die's share of the tokens (the share the router and FFN take next).
+Status StepEngine::attention(const Unit& unit) {
+  cost::AttentionWork w;
+  w.tokens_per_seq = tokens_per_seq_;
+  w.kv_len = o_.phase == Phase::kDecode ? o_.kv_len : 0;
+  w.prefill = o_.phase == Phase::kPrefill;
+  if (o_.attention_split <= 1) {
+    for (uint32_t r = 0; r < ep_; ++r)
+      for (uint32_t d = 0; d < dies_; ++d) {
+        w.seqs = share_of(unit.attention_seqs_total, dies_, d);
+        MOE_TRY(launch(r, d, kAttention, cost::attention_block_costs(c_, w, o_.precision)));
+      }
+    return Status();
+  }
+  w.seqs = unit.attention_seqs_total;
+  w.head_split = o_.attention_split;
+  const uint64_t rows = w.seqs * w.tokens_per_seq;
+  for (uint32_t r = 0; r < ep_; ++r) {
+    for (uint32_t d = 0; d < dies_; ++d)
+      MOE_TRY(launch(r, d, kAttention, cost::attention_input_costs(c_, w, o_.precision)));
+    MOE_TRY(sync_dies(r));
+    for (uint32_t d = 0; d < dies_; ++d)
+      MOE_TRY(launch(r, d, kAttention, cost::attention_head_costs(c_, w, o_.precision)));
+    MOE_TRY(sum_partials(r, rows, kAttention));
+    MOE_TRY(sync_dies(r));
+    for (uint32_t d = 0; d < dies_; ++d)
+      MOE_TRY(launch(r, d, kAttention,
+                     {cost::residual_add_cost(share_of(rows, dies_, d), c_.hidden)}));
+  }
+  return Status();
 }
 
 // The FFN residual of a unit's previous layer: waits for its combine, then adds.
@@ -233,15 +282,7 @@ Status StepEngine::layer(uint32_t /*layer_index*/, bool moe, const std::vector<U
         } else {
           MOE_TRY(flush_pending(uint32_t(u)));
         }
-        for (uint32_t r = 0; r < ep_; ++r)
-          for (uint32_t d = 0; d < dies_; ++d) {
-            cost::AttentionWork w;
-            w.seqs = share_of(unit.attention_seqs_total, dies_, d);
-            w.tokens_per_seq = tokens_per_seq_;
-            w.kv_len = o_.phase == Phase::kDecode ? o_.kv_len : 0;
-            w.prefill = o_.phase == Phase::kPrefill;
-            MOE_TRY(launch(r, d, kAttention, cost::attention_block_costs(c_, w, o_.precision)));
-          }
+        MOE_TRY(attention(unit));
       } else {
         MOE_TRY(flush_pending(uint32_t(u)));
       }
@@ -254,7 +295,7 @@ Status StepEngine::layer(uint32_t /*layer_index*/, bool moe, const std::vector<U
             MOE_TRY(launch(r, d, kExperts,
                            {cost::rmsnorm_cost(share_of(n, dies_, d), h), f.up_gate, f.swiglu, f.down}));
           }
-          MOE_TRY(sum_partials(r, n));
+          MOE_TRY(sum_partials(r, n, kExperts));
           for (uint32_t d = 0; d < dies_; ++d)
             MOE_TRY(launch(r, d, kOther, {cost::residual_add_cost(share_of(n, dies_, d), h)}));
         }
@@ -302,7 +343,7 @@ Status StepEngine::layer(uint32_t /*layer_index*/, bool moe, const std::vector<U
         if (f.rows > 0) {
           for (uint32_t d = 0; d < dies_; ++d)
             MOE_TRY(launch(r, d, kExperts, {f.up_gate, f.swiglu, f.down}));
-          MOE_TRY(sum_partials(r, rx.num_slots));
+          MOE_TRY(sum_partials(r, rx.num_slots, kExperts));
         }
         buf.advance_rank(r, ModelTime::from_ns(rank_compute_end(r)));
       }
@@ -402,6 +443,7 @@ Status StepEngine::run(SimulateResult* res) {
       const double v = end.busy[i][p] + scale * moe_part;
       mean[p] += v / double(n_dies);
       die_total += v;
+      if (p == kAttention) res->attention_busiest_die_ns = std::max(res->attention_busiest_die_ns, v);
     }
     busiest = std::max(busiest, die_total);
   }
@@ -446,6 +488,12 @@ Status validate_simulate_options(const ModelConfig& c, const SimulateOptions& o,
   if (o.phase == Phase::kDecode && o.microbatches > o.batch_per_npu)
     return bad("--microbatches %u exceeds --batch-per-npu %u", o.microbatches, o.batch_per_npu);
   if (c.num_experts == 0 || c.top_k == 0) return bad("model '%s' has no routed experts", c.name.c_str());
+  if (o.attention_split < 1 || o.attention_split > 2)
+    return bad("attention_split (--attention-split) %u: 1 (data-parallel over the dies) or 2 "
+               "(heads split over the dies)", o.attention_split);
+  if (c.num_heads % o.attention_split != 0)
+    return bad("attention_split (--attention-split) %u does not divide model '%s''s %u heads",
+               o.attention_split, c.name.c_str(), c.num_heads);
   return Status();
 }
 
@@ -460,12 +508,18 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
   ro.supernode = o.supernode;
   ro.mode = rt::ExecutionMode::kTiming;
   ro.open_transport = false;
-  uint32_t supernode_npus = 0;
+  uint32_t supernode_npus = 0, dies_per_npu = 1;
   {
     MOE_TRY_ASSIGN(std::unique_ptr<rt::Runtime> probe, rt::Runtime::open(ro));
     supernode_npus = probe->num_devices();
+    dies_per_npu = probe->topology().dies_per_npu;
   }
   MOE_TRY(validate_simulate_options(c, o, supernode_npus));
+  if (o.attention_split > 1 && dies_per_npu != o.attention_split)
+    return make_error(StatusCode::kInvalidArgument,
+                      "attention_split (--attention-split) %u: the NPUs of supernode %s have %u "
+                      "die(s); the heads are split over all of an NPU's dies",
+                      o.attention_split, o.supernode.c_str(), dies_per_npu);
   if (o.npus == 0) o.npus = supernode_npus;
   if (o.ep == 0) o.ep = o.npus;
   res.moe_layers_total = c.num_moe_layers() + (o.mtp > 0 ? c.mtp_layers : 0);
@@ -529,14 +583,14 @@ StatusOr<SimulateResult> simulate(const ModelConfig& c, const SimulateOptions& o
       double(c.num_dense_layers) *
           cost::expert_weight_bytes(c.hidden, c.dense_intermediate, o.precision);
   const double per_die_side =
-      cost::attention_weight_bytes(c, o.precision) * (c.num_layers + (o.mtp > 0 ? c.mtp_layers : 0)) +
+      cost::attention_weight_bytes(c, o.precision, o.attention_split) * (c.num_layers + (o.mtp > 0 ? c.mtp_layers : 0)) +
       double(c.num_experts) * c.hidden * 2.0 * res.moe_layers_total +          // router gates
       double(c.vocab_size) * c.hidden * 2.0 * (c.tie_embeddings ? 1 : 2) +    // embedding, head
       (o.mtp > 0 ? 2.0 * c.hidden * c.hidden * cost::weight_bytes_per_elem(o.precision) : 0.0);
   hb.attention_side_weights = per_die_side * dies;
   const double positions = o.phase == Phase::kDecode ? double(o.kv_len) + res.tokens_per_seq
                                                      : double(o.prefill_len);
-  hb.kv_cache = double(o.batch_per_npu) * positions * cost::kv_cache_bytes_per_token(c) *
+  hb.kv_cache = double(o.batch_per_npu) * positions * cost::kv_cache_bytes_per_token(c, o.attention_split) *
                 (c.num_layers + (o.mtp > 0 ? c.mtp_layers : 0));
   hb.dispatch_buffers = double(m) * double(layout.rank_bytes);
   hb.total = hb.routed_expert_weights + hb.shared_and_dense_weights + hb.attention_side_weights +
@@ -568,6 +622,7 @@ std::string simulate_result_to_json(const SimulateResult& r) {
   w.key("mtp").value(o.mtp);
   w.key("mtp_accept").value(o.mtp_accept);
   w.key("microbatches").value(o.microbatches);
+  w.key("attention_split").value(o.attention_split);
   w.key("units").value(r.units);
   w.key("completion").value(ic::dispatch_completion_name(r.completion));
   w.key("moe_layers_total").value(r.moe_layers_total);
@@ -592,6 +647,7 @@ std::string simulate_result_to_json(const SimulateResult& r) {
   w.key("kernels_per_die").value(r.kernels_per_die);
   w.key("comm_ms").value(r.comm_ns * 1e-6);
   w.key("compute_busy_ms").value(r.compute_busy_ns * 1e-6);
+  w.key("attention_busiest_die_ms").value(r.attention_busiest_die_ns * 1e-6);
   w.key("exposed_comm_ms").value(r.exposed_comm_ns * 1e-6);
   w.key("unoverlapped_comm_share").value(r.unoverlapped_comm_share);
   const HbmBudget& h = r.hbm;
@@ -615,9 +671,10 @@ std::string simulate_result_to_text(const SimulateResult& r) {
   const SimulateOptions& o = r.options;
   const double total = r.parts.total();
   std::string s;
-  s += strformat("%s %s on %s: %u NPUs (attention data-parallel), EP %u (%u group%s, %u routed expert slot%s per NPU)\n",
+  s += strformat("%s %s on %s: %u NPUs (attention data-parallel%s), EP %u (%u group%s, %u routed expert slot%s per NPU)\n",
                  r.config.name.c_str(), o.phase == Phase::kDecode ? "decode" : "prefill",
-                 o.supernode.c_str(), o.npus, o.ep, r.groups, r.groups == 1 ? "" : "s",
+                 o.supernode.c_str(), o.npus,
+                 o.attention_split > 1 ? ", heads split over each NPU's dies" : "", o.ep, r.groups, r.groups == 1 ? "" : "s",
                  r.experts_per_npu, r.experts_per_npu == 1 ? "" : "s");
   if (o.phase == Phase::kDecode)
     s += strformat("  batch %u per NPU, KV length %u, %s, MTP %u (accept %.2f), %u microbatch%s\n",
@@ -643,6 +700,8 @@ std::string simulate_result_to_text(const SimulateResult& r) {
   for (int i = 0; i < 5; ++i)
     s += strformat("    %-10s %10.3f ms  %5.1f%%\n", names[i], vals[i] * 1e-6,
                    total > 0 ? 100.0 * vals[i] / total : 0.0);
+  s += strformat("  attention on the busiest die %.3f ms  (modelled; the breakdown is a mean per die)\n",
+                 r.attention_busiest_die_ns * 1e-6);
   s += strformat("  per die: %.2f GB read or written in HBM by kernels, %.0f kernel launches (modelled step)\n",
                  r.hbm_bytes_per_die * 1e-9, r.kernels_per_die);
   s += strformat("  communication %10.3f ms, un-overlapped %.3f ms: share %.3f  (modelled)\n",

@@ -7,9 +7,10 @@
 // (MoeBuffer, ExpertMap), routing drawn from a seeded uniform distribution. Every figure
 // it returns is on the modelled clock except wall_ms.
 //
-// Placement: attention is data-parallel: each NPU owns batch_per_npu sequences, split over
-// its dies (each die holds a copy of the attention weights). Experts: the `npus` NPUs form
-// npus / ep expert-parallel groups of `ep` NPUs; in each group every NPU holds
+// Placement: attention is data-parallel (by default; see "Attention split" below): each NPU
+// owns batch_per_npu sequences, split over its dies (each die holds a copy of the attention
+// weights). Experts: the `npus` NPUs form npus / ep expert-parallel groups of `ep` NPUs; in
+// each group every NPU holds
 // ceil(num_experts / ep) routed experts (when ep does not divide the experts evenly, or
 // exceeds them, the slots left over hold redundant replicas, EPLB-style), and a copy of the
 // shared experts, applied to its own tokens. An NPU splits each of its FFNs over its dies by
@@ -17,6 +18,22 @@
 // are summed by one vector add). Group 0 is simulated: the other groups run the same shapes
 // on disjoint NPUs and links (the fabric's L2 is not oversubscribed), so they take the
 // same modelled time up to their own routing draw.
+//
+// Attention split (attention_split = 2: tensor parallelism of attention inside one NPU): each
+// die holds and reads half of every attention block's weights and runs half of the heads for
+// ALL of the NPU's sequences, instead of a whole copy run on half of the sequences. For MLA
+// the per-head weights (q_b, the absorbed kv_b parts, o_proj) are split by heads and the
+// shared down-projections q_a / kv_a by output columns; the dies then exchange their latent
+// halves (a sync of the two dies; the small on-chip transfer is not charged, as for the FFN
+// partial sums), each normalises the full latent rows, runs its heads over the full latent
+// KV cache of every sequence (each die keeps its own copy of the latent cache: the KV line
+// of the HBM budget doubles), and die 0 sums the two partial o_proj outputs with one vector
+// add before each die adds the residual for its share of the tokens. GQA models split their
+// q heads and ceil(kv_heads / 2) KV heads the same way (no latent, so no exchange beyond the
+// sum). At small batches a die's attention is bound by its weight read, so halving the
+// weights per die roughly halves the attention time; at large batches both dies read the
+// same whole KV cache, so the split reads more cache bytes than the data-parallel layout.
+// The router, FFNs, embedding and LM head keep splitting tokens over the dies.
 //
 // Microbatches and overlap: the step's tokens are cut into units (decode: `microbatches`
 // units of the batch; prefill: chunks of prefill_chunk_tokens tokens per NPU for the MoE
@@ -83,6 +100,11 @@ struct SimulateOptions {
   uint32_t mtp = 0;              // 0 or 1 (decode)
   double mtp_accept = 0.7;       // acceptance of the draft token, in [0, 1]
   uint32_t microbatches = 1;     // 1 or 2 units in flight
+  // Attention inside one NPU: 1: data-parallel over its dies (each die runs whole blocks for
+  // its share of the sequences and holds a copy of the attention weights); 2: tensor-parallel,
+  // heads split over the dies (each die holds half of the weights and runs half of the heads
+  // for all of the NPU's sequences). 2 requires 2 dies per NPU and an even head count.
+  uint32_t attention_split = 1;
   uint32_t moe_layers = 0xffffffffu;  // MoE layers simulated; 0: all; default (~0u): 2
   uint64_t seed = 1;             // routing draws
   // How a dispatch's destinations learn it is complete (interconnect/moe_buffer.h): kAuto
@@ -106,7 +128,8 @@ struct PartTimes {
 struct HbmBudget {  // bytes per NPU
   double routed_expert_weights = 0;
   double shared_and_dense_weights = 0;
-  double attention_side_weights = 0;  // attention blocks, router, embedding, LM head (per die)
+  double attention_side_weights = 0;  // attention blocks, router, embedding, LM head: per die
+                                      // x dies (attention_split 2: half a block per die)
   double kv_cache = 0;
   double dispatch_buffers = 0;
   double total = 0;
@@ -129,6 +152,9 @@ struct SimulateResult {
   PartTimes parts;
   double comm_ns = 0;             // dispatch + combine
   double compute_busy_ns = 0;     // the busiest die's busy time
+  // The busiest die's attention time (parts.attention_ns is the mean over dies: with split 1
+  // and fewer sequences than dies, one die runs every block and the other idles).
+  double attention_busiest_die_ns = 0;
   double hbm_bytes_per_die = 0;   // HBM bytes the step's kernels read and write, mean per die
   double kernels_per_die = 0;     // kernel launches in the step, mean per die
   double exposed_comm_ns = 0;     // step - compute_busy, clamped to [0, comm]

@@ -100,3 +100,46 @@ TEST_CASE("models.cost: attention costs scale with the cache and the causal tria
   CHECK(bytes_i8 < bytes_bf);
   CHECK(kv_cache_bytes_per_token(dsv3) == (512 + 64) * 2);
 }
+
+TEST_CASE("models.cost: an attention block split by heads halves the weights, not the cache") {
+  const models::ModelConfig dsv3 = models::model_config("deepseek-v3").value();
+  AttentionWork w;
+  w.seqs = 4;
+  w.kv_len = 4096;
+  auto sum = [](const std::vector<KernelCost>& ks, std::string_view name = {}) {
+    KernelCost t;
+    for (const KernelCost& k : ks)
+      if (name.empty() || k.name == name) t += k;
+    return t;
+  };
+  const KernelCost whole = sum(attention_block_costs(dsv3, w, dev::Precision::kInt8));
+  const KernelCost stages = sum(attention_input_costs(dsv3, w, dev::Precision::kInt8)) +=
+      sum(attention_head_costs(dsv3, w, dev::Precision::kInt8));
+  CHECK(stages.flops < whole.flops);  // the block adds the residual to the two stages
+  w.head_split = 2;
+  const std::vector<KernelCost> in = attention_input_costs(dsv3, w, dev::Precision::kInt8);
+  const std::vector<KernelCost> heads = attention_head_costs(dsv3, w, dev::Precision::kInt8);
+  w.head_split = 1;
+  const std::vector<KernelCost> in1 = attention_input_costs(dsv3, w, dev::Precision::kInt8);
+  const std::vector<KernelCost> heads1 = attention_head_costs(dsv3, w, dev::Precision::kInt8);
+  // Per-head products and the down-projections carry half of the FLOPs.
+  for (std::string_view n : {"q_a_proj", "kv_a_proj", "q_b_proj", "mla_absorb_q", "mla_absorb_out", "o_proj"})
+    CHECK_MESSAGE(sum(in, n).flops + sum(heads, n).flops ==
+                      doctest::Approx((sum(in1, n).flops + sum(heads1, n).flops) / 2),
+                  std::string(n));
+  // The core still reads the whole latent cache of every sequence.
+  const KernelCost core = sum(heads, "mla_decode"), core1 = sum(heads1, "mla_decode");
+  CHECK(core.flops == doctest::Approx(core1.flops / 2));
+  CHECK(core.hbm_bytes > 0.9 * core1.hbm_bytes);
+  // Weights per die: split 1 is the config's count; split 2 about half. Cache per NPU:
+  // MLA keeps a latent copy per die, GQA splits its KV heads.
+  for (const std::string& name : models::model_names()) {
+    const models::ModelConfig c = models::model_config(name).value();
+    CHECK(attention_weight_bytes(c, dev::Precision::kBf16) == double(c.attention_params()) * 2);
+    CHECK(attention_weight_bytes(c, dev::Precision::kInt8, 2) ==
+          doctest::Approx(attention_weight_bytes(c, dev::Precision::kInt8) / 2).epsilon(0.01));
+  }
+  CHECK(kv_cache_bytes_per_token(dsv3, 2) == 2 * kv_cache_bytes_per_token(dsv3));
+  const models::ModelConfig qwen = models::model_config("qwen3-30b-a3b").value();
+  CHECK(kv_cache_bytes_per_token(qwen, 2) == kv_cache_bytes_per_token(qwen));
+}

@@ -18,7 +18,7 @@ void simulate_usage(FILE* out) {
       "                    [--batch-per-npu B] [--kv-len L] [--prefill-len S] [--precision bf16|int8]\n"
       "                    [--mtp 0|1] [--mtp-accept P] [--microbatches 1|2] [--supernode S]\n"
       "                    [--chunk-tokens C] [--moe-layers K] [--completion auto|flags|barrier]\n"
-      "                    [--seed X] [--json]\n"
+      "                    [--attention-split 1|2] [--seed X] [--json]\n"
       "  Models one decode step (or one prefill) of a reference model at full size on the\n"
       "  simulated supernode, in timing mode: no payload; kernel costs on the runtime's streams,\n"
       "  tokens moved by the real fused dispatch/combine protocol, seeded uniform routing.\n"
@@ -39,6 +39,11 @@ void simulate_usage(FILE* out) {
       "  --mtp-accept P      acceptance of the draft, in [0,1] (default 0.7); TPOT = step / (1 + P)\n"
       "  --microbatches 1|2  units in flight: 2 overlaps one's communication with the other's\n"
       "                      compute (decode: the batch is halved, so every weight is read twice)\n"
+      "  --attention-split 1|2  attention inside an NPU: 1 (default) data-parallel over its dies\n"
+      "                      (each die holds a copy of the attention weights and runs whole blocks\n"
+      "                      for half of the sequences); 2 heads split over the dies (each die\n"
+      "                      holds half of the weights and runs half of the heads for every\n"
+      "                      sequence; the partial outputs are summed on chip)\n"
       "  --supernode S       cm384 (default), n8, n16, n64 or a description file\n"
       "  --chunk-tokens C    prefill: tokens per NPU in one dispatch (default 512)\n"
       "  --moe-layers K      MoE layers simulated, the rest scaled from them (default 2; 0: all)\n"
@@ -65,7 +70,7 @@ bool takes_value(const std::string& flag) {
   static const char* const kFlags[] = {
       "--model", "--phase", "--npus", "--ep", "--batch-per-npu", "--kv-len", "--prefill-len",
       "--precision", "--mtp", "--mtp-accept", "--microbatches", "--supernode", "--chunk-tokens",
-      "--moe-layers", "--completion", "--seed"};
+      "--moe-layers", "--completion", "--seed", "--attention-split"};
   for (const char* f : kFlags)
     if (flag == f) return true;
   return false;
@@ -162,6 +167,9 @@ int cmd_simulate(int argc, char** argv) {
     } else if (arg == "--chunk-tokens") {
       if (u == 0) return bad("must be >= 1");
       o.prefill_chunk_tokens = u;
+    } else if (arg == "--attention-split") {
+      if (u < 1 || u > 2) return bad("expected 1 (data-parallel over the dies) or 2 (heads split over the dies)");
+      o.attention_split = u;
     } else if (arg == "--moe-layers") {
       o.moe_layers = u;
     } else {
