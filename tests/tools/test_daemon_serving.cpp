@@ -93,6 +93,14 @@ bool metric_reaches(Api& api, const std::string& name, double want) {
   return false;
 }
 
+// A daemon with the built-in model loaded, a client connection and an admin connection.
+struct Serving {
+  Daemon daemon;
+  std::unique_ptr<Client> client = connect(daemon);
+  std::unique_ptr<Client> admin = connect(daemon);
+  Serving() { load_builtin(*client); }
+};
+
 // A generation on its own thread; the constructor returns once its first tokens arrived.
 struct Running {
   Streamed out;
@@ -426,10 +434,10 @@ TEST_CASE("tools.daemon.serving: a client killed mid-stream frees its request") 
 }
 
 TEST_CASE("tools.daemon.serving: shutdown with drain lets a generation finish") {
-  Daemon daemon;
-  auto client = connect(daemon);
-  load_builtin(*client);
-  auto admin = connect(daemon);
+  Serving serving;
+  Daemon& daemon = serving.daemon;
+  Client* client = serving.client.get();
+  Client* admin = serving.admin.get();
   Running running(*client, request("draining", 24, 4));
   CHECK(admin->shutdown(true).ok());
   running.worker.join();
@@ -440,10 +448,10 @@ TEST_CASE("tools.daemon.serving: shutdown with drain lets a generation finish") 
 }
 
 TEST_CASE("tools.daemon.serving: a draining shutdown still takes a cancel") {
-  Daemon daemon;
-  auto client = connect(daemon);
-  load_builtin(*client);
-  auto admin = connect(daemon);
+  Serving serving;
+  Daemon& daemon = serving.daemon;
+  Client* client = serving.client.get();
+  Client* admin = serving.admin.get();
   Running running(*client, request("long", 500, 4));
   CHECK(admin->shutdown(true).ok());
   running.stop = true;
@@ -454,10 +462,10 @@ TEST_CASE("tools.daemon.serving: a draining shutdown still takes a cancel") {
 }
 
 TEST_CASE("tools.daemon.serving: shutdown without drain answers a generation with an error") {
-  Daemon daemon;
-  auto client = connect(daemon);
-  load_builtin(*client);
-  auto admin = connect(daemon);
+  Serving serving;
+  Daemon& daemon = serving.daemon;
+  Client* client = serving.client.get();
+  Client* admin = serving.admin.get();
   Running running(*client, request("stopping", 500, 4));
   CHECK(admin->shutdown(false).ok());
   running.worker.join();
@@ -467,10 +475,9 @@ TEST_CASE("tools.daemon.serving: shutdown without drain answers a generation wit
 }
 
 TEST_CASE("tools.daemon.serving: a lost NPU ends the running generation with an error") {
-  Daemon daemon;
-  auto client = connect(daemon);
-  load_builtin(*client);
-  auto admin = connect(daemon);
+  Serving serving;
+  Client* client = serving.client.get();
+  Client* admin = serving.admin.get();
   Running running(*client, request("doomed", 500, 4));
   auto fault = admin->fault(proto::FaultRequest{proto::FaultKind::kNpuLost, 3});
   REQUIRE_MESSAGE(fault.ok(), fault.status().to_string());
