@@ -87,7 +87,6 @@ void EngineExecutor::run() {
     }
     Status stepped = models_->step();
     if (!stepped.ok()) {
-      failed_steps_.fetch_add(1);
       MOE_WARN("moed: engine step failed: %s", stepped.to_string().c_str());
     }
   }

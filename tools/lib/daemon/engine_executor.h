@@ -12,7 +12,6 @@
 // at a time, in the order posted, on the engine thread. A job must not block on the io thread.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -58,8 +57,6 @@ class EngineExecutor {
 
   size_t queued() const;
   size_t queue_capacity() const { return capacity_; }
-  // Engine steps that failed (each logged), for metrics.
-  uint64_t failed_steps() const { return failed_steps_.load(); }
 
  private:
   EngineExecutor(std::unique_ptr<rt::Runtime> runtime, size_t capacity, uint32_t attention_dp);
@@ -67,7 +64,6 @@ class EngineExecutor {
 
   std::unique_ptr<rt::Runtime> runtime_;
   std::unique_ptr<ModelService> models_;
-  std::atomic<uint64_t> failed_steps_{0};
   const size_t capacity_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;

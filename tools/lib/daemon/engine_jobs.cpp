@@ -55,7 +55,7 @@ proto::Body metrics_job(EngineContext& context, const DaemonCounters& c,
       .counter("moed_bad_frames_total", "Frames refused (header or payload)", c.bad_frames_total)
       .gauge("moed_active_requests", "Requests in flight", c.active_requests)
       .gauge("moed_queued_jobs", "Jobs waiting for the engine thread", c.queued_jobs)
-      .counter("moed_failed_steps_total", "Engine steps that failed", c.failed_steps_total)
+      .counter("moed_failed_steps_total", "Engine steps that failed", f.failed_steps)
       .gauge("moe_model_loaded", "1 when a model is loaded", f.loaded ? 1 : 0)
       .gauge("moe_model_npus", "NPUs the loaded model runs on", f.model.npus)
       .gauge("moe_model_weight_bytes", "HBM bytes of the loaded model's weights",

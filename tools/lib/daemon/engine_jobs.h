@@ -24,7 +24,6 @@ struct DaemonCounters {
   uint64_t bad_frames_total = 0;           // header or payload errors
   uint32_t active_requests = 0;
   uint32_t queued_jobs = 0;
-  uint64_t failed_steps_total = 0;
   bool draining = false;
 };
 

@@ -314,7 +314,6 @@ struct Connection : std::enable_shared_from_this<Connection> {
     counters.connections_open = server->connections;
     counters.active_requests = server->active_requests;
     counters.queued_jobs = static_cast<uint32_t>(server->executor->queued());
-    counters.failed_steps_total = server->executor->failed_steps();
     counters.draining = server->state != proto::DaemonState::kReady;
     const proto::MetricsFormat format = request.format;
     submit(id, [counters, format](EngineContext& context) {
