@@ -272,6 +272,33 @@ TEST_CASE("tools.daemon.serving: the embedded API and the client give the same t
   }
 }
 
+TEST_CASE("tools.daemon.serving: live expert re-placement keeps every token") {
+  // cm384: one routed expert per NPU, so the built-in model's routing skew shows per rank.
+  auto run = [](uint32_t eplb_interval, std::string* metrics_text) {
+    EmbeddedOptions options;
+    options.runtime.supernode = "cm384";
+    options.eplb_interval_steps = eplb_interval;
+    auto embedded = Embedded::open(options);
+    REQUIRE_MESSAGE(embedded.ok(), embedded.status().to_string());
+    load_builtin(**embedded);
+    Streamed out = generate(**embedded, request("Experts move while we speak", 40, 9));
+    REQUIRE_MESSAGE(out.done.ok(), out.done.status().to_string());
+    auto metrics = (*embedded)->metrics(proto::MetricsFormat::kPrometheus);
+    REQUIRE(metrics.ok());
+    *metrics_text = metrics->text;
+    return out.tokens;
+  };
+  std::string fixed_metrics, moving_metrics;
+  const std::vector<uint32_t> fixed = run(0, &fixed_metrics);
+  const std::vector<uint32_t> moving = run(4, &moving_metrics);
+  CHECK(moving == fixed);
+  CHECK(prometheus_value(fixed_metrics, "moe_eplb_rebalances_total") == 0);
+  CHECK(prometheus_value(moving_metrics, "moe_eplb_rebalances_total") >= 1);
+  CHECK(prometheus_value(moving_metrics, "moe_eplb_replicas_copied_total") > 0);
+  CHECK(prometheus_value(moving_metrics, "moe_eplb_last_imbalance_after") <
+        prometheus_value(moving_metrics, "moe_eplb_last_imbalance_before"));
+}
+
 TEST_CASE("tools.daemon.serving: 32 concurrent streaming clients lose and mix no token") {
   daemon::ServerOptions options;
   Daemon daemon(options, /*queue=*/64);

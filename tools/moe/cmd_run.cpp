@@ -220,10 +220,21 @@ int print_metrics(Client& client) {
               v("moe_ttft_wall_p50_ms"), v("moe_ttft_wall_p99_ms"), v("moe_ttft_modelled_p50_ms"),
               v("moe_ttft_modelled_p99_ms"), v("moe_tpot_wall_p50_ms"), v("moe_tpot_wall_p99_ms"),
               v("moe_tpot_modelled_p50_ms"), v("moe_tpot_modelled_p99_ms"));
-  std::printf("  expert load balance: routed tokens per NPU, max / mean = %.2f in the worst MoE "
-              "layer, %.2f on average (1.00 = even; %.0f routings)\n",
-              v("moe_expert_imbalance_max"), v("moe_expert_imbalance_mean"),
-              v("moe_expert_routed_tokens_total"));
+  std::printf("  expert load balance: all %.0f routings so far under the current placement "
+              "give routed tokens per NPU max / mean = %.2f in the worst MoE layer, %.2f on "
+              "average (1.00 = even)\n",
+              v("moe_expert_routed_tokens_total"), v("moe_expert_imbalance_max"),
+              v("moe_expert_imbalance_mean"));
+  if (v("moe_eplb_rebalances_total") > 0) {
+    std::printf("  EPLB: %.0f re-placement(s) from the recent load (%.0f replicas copied); the "
+                "last cut that load's imbalance %.2f -> %.2f, pausing serving at most %.1f ms "
+                "wall per step (random weights: the routing drifts as the text does)\n",
+                v("moe_eplb_rebalances_total"), v("moe_eplb_replicas_copied_total"),
+                v("moe_eplb_last_imbalance_before"), v("moe_eplb_last_imbalance_after"),
+                v("moe_eplb_last_pause_ms"));
+  } else {
+    std::printf("  EPLB: no re-placement (the load never called for one)\n");
+  }
   return 0;
 }
 

@@ -47,6 +47,8 @@ void usage(FILE* out) {
                "  --timeout-ms N          per-request deadline; a stream's restarts with each token frame (default 30000)\n"
                "  --load-timeout-ms N     a model load's deadline (default 600000)\n"
                "  --attention-dp N        attention data-parallel ranks of a load that names none (default 16)\n"
+               "  --eplb-interval N       re-place experts from their observed load every N engine steps\n"
+               "                          when it pays (default 32; 0: never)\n"
                "  --tcp-port N            also listen on 127.0.0.1:N (loopback only; any local user may\n"
                "                          connect, admin requests are refused over TCP; 0: any free port)\n"
                "  --help                  this text\n",
@@ -69,7 +71,7 @@ int main(int argc, char** argv) {
   server_options.socket_path = moe::default_socket_path();
   rt::RuntimeOptions runtime_options;
   uint64_t queue = 256;
-  uint64_t attention_dp = 16;
+  daemon::ModelServiceOptions service_options;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto need = [&]() -> const char* {
@@ -108,7 +110,9 @@ int main(int argc, char** argv) {
       server_options.load_timeout_ms = static_cast<uint32_t>(value);
     } else if (a == "--attention-dp" && parse_u64(need(), &value) && value > 0 &&
                value < 65536) {
-      attention_dp = value;
+      service_options.default_attention_dp = static_cast<uint32_t>(value);
+    } else if (a == "--eplb-interval" && parse_u64(need(), &value) && value < (1u << 30)) {
+      service_options.eplb_interval_steps = static_cast<uint32_t>(value);
     } else if (a == "--tcp-port" && parse_u64(need(), &value) && value < 65536) {
       server_options.tcp = true;
       server_options.tcp_port = static_cast<uint16_t>(value);
@@ -133,8 +137,7 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  auto executor = daemon::EngineExecutor::start(runtime_options, queue,
-                                               static_cast<uint32_t>(attention_dp));
+  auto executor = daemon::EngineExecutor::start(runtime_options, queue, service_options);
   if (!executor.ok()) {
     std::fprintf(stderr, "moed: %s\n", executor.status().to_string().c_str());
     return 1;

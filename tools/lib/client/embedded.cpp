@@ -13,13 +13,14 @@ namespace moe {
 
 StatusOr<std::unique_ptr<Embedded>> Embedded::open(const EmbeddedOptions& options) {
   MOE_TRY_ASSIGN(std::unique_ptr<rt::Runtime> runtime, rt::Runtime::open(options.runtime));
-  return std::unique_ptr<Embedded>(
-      new Embedded(std::move(runtime), options.default_attention_dp));
+  return std::unique_ptr<Embedded>(new Embedded(std::move(runtime), options));
 }
 
-Embedded::Embedded(std::unique_ptr<rt::Runtime> runtime, uint32_t attention_dp)
+Embedded::Embedded(std::unique_ptr<rt::Runtime> runtime, const EmbeddedOptions& options)
     : runtime_(std::move(runtime)),
-      models_(std::make_unique<daemon::ModelService>(*runtime_, attention_dp)),
+      models_(std::make_unique<daemon::ModelService>(
+          *runtime_, daemon::ModelServiceOptions{options.default_attention_dp,
+                                                 options.eplb_interval_steps})),
       start_wall_ns_(wall_now_ns()) {}
 
 Embedded::~Embedded() { models_.reset(); }

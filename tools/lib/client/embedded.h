@@ -20,8 +20,9 @@ class ModelService;
 }
 
 struct EmbeddedOptions {
-  rt::RuntimeOptions runtime;      // the supernode (functional mode)
-  uint32_t default_attention_dp = 16;
+  rt::RuntimeOptions runtime;          // the supernode (functional mode)
+  uint32_t default_attention_dp = 16;  // as moed's --attention-dp
+  uint32_t eplb_interval_steps = 32;   // as moed's --eplb-interval (0: off)
 };
 
 class Embedded final : public Api {
@@ -43,7 +44,7 @@ class Embedded final : public Api {
   rt::Runtime& runtime() const { return *runtime_; }
 
  private:
-  Embedded(std::unique_ptr<rt::Runtime> runtime, uint32_t attention_dp);
+  Embedded(std::unique_ptr<rt::Runtime> runtime, const EmbeddedOptions& options);
   std::unique_ptr<rt::Runtime> runtime_;
   std::unique_ptr<daemon::ModelService> models_;
   int64_t start_wall_ns_ = 0;

@@ -15,19 +15,19 @@ namespace moe::daemon {
 
 StatusOr<std::unique_ptr<EngineExecutor>> EngineExecutor::start(const rt::RuntimeOptions& options,
                                                                  size_t queue_capacity,
-                                                                 uint32_t default_attention_dp) {
+                                                                 ModelServiceOptions service) {
   if (queue_capacity == 0) {
     return make_error(StatusCode::kInvalidArgument, "engine executor: queue capacity 0");
   }
   MOE_TRY_ASSIGN(std::unique_ptr<rt::Runtime> runtime, rt::Runtime::open(options));
   return std::unique_ptr<EngineExecutor>(
-      new EngineExecutor(std::move(runtime), queue_capacity, default_attention_dp));
+      new EngineExecutor(std::move(runtime), queue_capacity, service));
 }
 
 EngineExecutor::EngineExecutor(std::unique_ptr<rt::Runtime> runtime, size_t capacity,
-                               uint32_t attention_dp)
+                               const ModelServiceOptions& service)
     : runtime_(std::move(runtime)),
-      models_(std::make_unique<ModelService>(*runtime_, attention_dp)),
+      models_(std::make_unique<ModelService>(*runtime_, service)),
       capacity_(capacity) {
   thread_ = std::thread([this] { run(); });
 }

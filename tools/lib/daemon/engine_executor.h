@@ -36,12 +36,11 @@ class EngineExecutor {
  public:
   using Job = std::function<void(EngineContext&)>;
 
-  // Opens the runtime (errors as Runtime::open) and starts the engine thread. A load that
-  // names no attention DP size gets default_attention_dp. kInvalidArgument for
-  // queue_capacity 0.
+  // Opens the runtime (errors as Runtime::open) and starts the engine thread with a
+  // ModelService of `service`'s options. kInvalidArgument for queue_capacity 0.
   static StatusOr<std::unique_ptr<EngineExecutor>> start(const rt::RuntimeOptions& options,
                                                          size_t queue_capacity,
-                                                         uint32_t default_attention_dp = 16);
+                                                         ModelServiceOptions service = {});
   ~EngineExecutor();  // stop()
   EngineExecutor(const EngineExecutor&) = delete;
   EngineExecutor& operator=(const EngineExecutor&) = delete;
@@ -59,7 +58,8 @@ class EngineExecutor {
   size_t queue_capacity() const { return capacity_; }
 
  private:
-  EngineExecutor(std::unique_ptr<rt::Runtime> runtime, size_t capacity, uint32_t attention_dp);
+  EngineExecutor(std::unique_ptr<rt::Runtime> runtime, size_t capacity,
+                 const ModelServiceOptions& service);
   void run();
 
   std::unique_ptr<rt::Runtime> runtime_;

@@ -102,6 +102,17 @@ proto::Body metrics_job(EngineContext& context, const DaemonCounters& c,
              f.expert_imbalance_mean)
       .counter("moe_expert_routed_tokens_total", "Token-to-expert routings (all MoE layers)",
                static_cast<double>(f.expert_tokens))
+      .counter("moe_eplb_rebalances_total", "Expert re-placements applied (EPLB)",
+               static_cast<double>(f.eplb_rebalances))
+      .counter("moe_eplb_replicas_copied_total", "Expert replicas copied by re-placements",
+               static_cast<double>(f.eplb_replicas_copied))
+      .gauge("moe_eplb_last_imbalance_before", "The last re-placement: imbalance on its load "
+             "window before (worst MoE layer)", f.eplb_last_before)
+      .gauge("moe_eplb_last_imbalance_after", "The last re-placement: imbalance on its load "
+             "window after (worst MoE layer)", f.eplb_last_after)
+      .gauge("moe_eplb_last_pause_ms",
+             "The last re-placement: its longest pause of serving, one stage (wall clock)",
+             f.eplb_last_pause_ms)
       .gauge("moe_kv_free_blocks", "Free KV cache blocks (all DP ranks)",
              static_cast<double>(f.kv_free_blocks))
       .gauge("moe_kv_total_blocks", "KV cache blocks (all DP ranks)",

@@ -8,22 +8,34 @@
 #include "tools/lib/daemon/model_service.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "models/engine/engine.h"
 #include "models/engine/generate.h"
+#include "models/eplb/expert_load.h"
 #include "models/eplb/imbalance.h"
+#include "models/eplb/placement_policy.h"
 #include "models/serving/server.h"
 #include "models/weights/weight_store.h"
 #include "runtime/base/check.h"
 #include "runtime/base/clock.h"
+#include "runtime/base/log.h"
 
 namespace moe::daemon {
 
 struct ModelService::Loaded {
   proto::ModelInfo info;
   models::ModelWeights weights;
+  std::vector<dev::NpuId> npus;  // EP rank r is npus[r]
   std::unique_ptr<models::Engine> engine;
   std::unique_ptr<models::serving::Server> server;
+  std::optional<models::eplb::ExpertLoadTracker> load_window;
+  uint32_t steps_since_rebalance = 0;
+  std::vector<std::vector<ic::ExpertMap>> stages;  // [stage][MoE layer], to apply in order
+  size_t next_stage = 0;
+  double planned_before = 0, planned_after = 0, planned_pause_ms = 0;
+  uint64_t rebalances = 0, replicas_copied = 0;
+  double last_before = 0, last_after = 0, last_pause_ms = 0;
 };
 
 struct ModelService::Stream {
@@ -61,8 +73,8 @@ double quantile(std::vector<double>& values, double q) {
 
 }  // namespace
 
-ModelService::ModelService(rt::Runtime& runtime, uint32_t default_attention_dp)
-    : runtime_(runtime), default_attention_dp_(std::max(1u, default_attention_dp)) {}
+ModelService::ModelService(rt::Runtime& runtime, ModelServiceOptions options)
+    : runtime_(runtime), options_(options) {}
 
 ModelService::~ModelService() {
   streams_.clear();
@@ -127,8 +139,10 @@ StatusOr<proto::LoadReply> ModelService::load(
   }
   models::EngineOptions options;
   for (uint32_t n = 0; n < npus; ++n) options.npus.push_back(n);
-  options.attention_dp =
-      request.attention_dp != 0 ? request.attention_dp : std::min(default_attention_dp_, npus);
+  loaded->npus = options.npus;
+  options.attention_dp = request.attention_dp != 0
+                             ? request.attention_dp
+                             : std::clamp(options_.default_attention_dp, 1u, npus);
   if (request.precision == proto::Precision::kInt8) {
     options.precision = models::ExpertPrecision::kInt8;
     options.dispatch_format = ic::TokenFormat::kInt8;
@@ -136,6 +150,7 @@ StatusOr<proto::LoadReply> ModelService::load(
   if (progress) options.progress = progress;
   MOE_TRY_ASSIGN(loaded->engine, models::Engine::create(runtime_, loaded->weights, options));
   MOE_TRY_ASSIGN(loaded->server, models::serving::Server::create(*loaded->engine));
+  loaded->load_window.emplace(config->num_moe_layers(), config->num_experts);
 
   const models::Engine& engine = *loaded->engine;
   proto::ModelInfo& info = loaded->info;
@@ -292,6 +307,13 @@ Status ModelService::step() {
     return stepped;
   }
   failed_in_a_row_ = 0;
+  if (loaded_->next_stage < loaded_->stages.size()) {
+    apply_next_stage();
+  } else if (options_.eplb_interval_steps > 0 &&
+             ++loaded_->steps_since_rebalance >= options_.eplb_interval_steps) {
+    loaded_->steps_since_rebalance = 0;
+    maybe_rebalance();
+  }
   const bool text = text_vocabulary(loaded_->engine->config());
   for (auto it = streams_.begin(); it != streams_.end();) {
     Stream& stream = *it->second;
@@ -327,6 +349,89 @@ std::vector<proto::ModelInfo> ModelService::models() const {
 }
 
 uint32_t ModelService::streams() const { return static_cast<uint32_t>(streams_.size()); }
+
+void ModelService::maybe_rebalance() {
+  Loaded& l = *loaded_;
+  models::Engine& engine = *l.engine;
+  const models::ModelConfig& config = engine.config();
+  if (config.num_moe_layers() == 0) return;
+  Status observed = l.load_window->observe(engine.expert_load());
+  if (!observed.ok()) {
+    MOE_WARN("moed: expert load: %s", observed.to_string().c_str());
+    return;
+  }
+  const std::vector<std::vector<double>>& window = l.load_window->window();
+  std::vector<ic::ExpertMap> current;
+  double before = 0;
+  for (uint32_t m = 0; m < config.num_moe_layers(); ++m) {
+    current.push_back(engine.expert_map(m));
+    before = std::max(before, models::eplb::imbalance(window[m], current[m]));
+  }
+  if (before < kEplbTrigger) return;
+  const models::eplb::PlacementShape shape = models::eplb::placement_shape(
+      runtime_.topology(), l.npus, config.num_experts, config.num_groups,
+      /*redundant_experts=*/engine.num_ranks());
+  StatusOr<std::vector<ic::ExpertMap>> maps =
+      models::eplb::rebalance(window, shape, models::eplb::Policy::kGlobal, current);
+  if (!maps.ok()) {
+    MOE_WARN("moed: expert placement: %s", maps.status().to_string().c_str());
+    return;
+  }
+  double after = 0;
+  for (uint32_t m = 0; m < config.num_moe_layers(); ++m) {
+    after = std::max(after, models::eplb::imbalance(window[m], (*maps)[m]));
+  }
+  if (after > before * (1 - kEplbMinGain)) return;
+  // Stage s of layer m; a layer with fewer stages keeps its last map.
+  std::vector<std::vector<ic::ExpertMap>> per_layer;
+  size_t stages = 0;
+  for (uint32_t m = 0; m < config.num_moe_layers(); ++m) {
+    StatusOr<std::vector<ic::ExpertMap>> t =
+        models::eplb::transition_stages(current[m], (*maps)[m], kEplbStages);
+    if (!t.ok()) {
+      MOE_WARN("moed: expert placement stages: %s", t.status().to_string().c_str());
+      return;
+    }
+    if (t->empty()) t->push_back(current[m]);
+    stages = std::max(stages, t->size());
+    per_layer.push_back(std::move(t).value());
+  }
+  l.stages.assign(stages, {});
+  for (size_t s = 0; s < stages; ++s) {
+    for (const auto& layer : per_layer) l.stages[s].push_back(layer[std::min(s, layer.size() - 1)]);
+  }
+  l.next_stage = 0;
+  l.planned_before = before;
+  l.planned_after = after;
+  l.planned_pause_ms = 0;
+  MOE_INFO("moed: re-placing experts in %zu stages: imbalance %.2f -> %.2f on the recent load",
+           stages, before, after);
+}
+
+void ModelService::apply_next_stage() {
+  Loaded& l = *loaded_;
+  models::PlacementChangeStats change;
+  Status applied = l.engine->apply_expert_maps(l.stages[l.next_stage], &change);
+  if (!applied.ok()) {
+    MOE_WARN("moed: re-placing experts (stage %zu of %zu): %s; keeping the placement reached",
+             l.next_stage + 1, l.stages.size(), applied.to_string().c_str());
+    l.stages.clear();
+    l.next_stage = 0;
+    return;
+  }
+  l.replicas_copied += change.moves.replicas_copied;
+  l.planned_pause_ms = std::max(l.planned_pause_ms, change.wall_ns / 1e6);
+  if (++l.next_stage < l.stages.size()) return;
+  ++l.rebalances;
+  l.steps_since_rebalance = 0;  // the next check is an interval after this one completed
+  l.last_before = l.planned_before;
+  l.last_after = l.planned_after;
+  l.last_pause_ms = l.planned_pause_ms;
+  l.stages.clear();
+  l.next_stage = 0;
+  MOE_INFO("moed: experts re-placed: imbalance %.2f -> %.2f, longest pause %.1f ms",
+           l.last_before, l.last_after, l.last_pause_ms);
+}
 
 void ModelService::record_latency(const proto::GenerateMetrics& metrics) {
   if (latencies_.size() < kLatencyWindow) {
@@ -395,6 +500,11 @@ ServiceFigures ModelService::figures() const {
     ++layers;
   }
   f.expert_imbalance_mean = layers ? sum / layers : 0;
+  f.eplb_rebalances = loaded_->rebalances;
+  f.eplb_last_before = loaded_->last_before;
+  f.eplb_last_after = loaded_->last_after;
+  f.eplb_last_pause_ms = loaded_->last_pause_ms;
+  f.eplb_replicas_copied = loaded_->replicas_copied;
   for (uint32_t dp = 0; dp < engine.num_dp_ranks(); ++dp) {
     f.kv_free_blocks += engine.kv_free_blocks(dp);
     f.kv_total_blocks += engine.kv_total_blocks(dp);

@@ -19,6 +19,15 @@
 // in a row every running stream ends with the error (finish reason kError), so a lost NPU
 // does not leave clients waiting forever.
 //
+// Expert load balancing (EPLB, models/eplb/): every eplb_interval_steps engine steps the
+// service folds the engine's routed-token counts into a decayed window
+// (ExpertLoadTracker) and, when the busiest EP rank carries more than kEplbTrigger times
+// the mean under the current placement, computes a global placement with one spare expert
+// slot per rank (replicas of the hottest experts). If it cuts that imbalance by at least
+// kEplbMinGain, the service moves to it in kEplbStages stages (eplb::transition_stages),
+// one per step boundary (Engine::apply_expert_maps), so no step waits for more than about
+// 1/kEplbStages of the copies. Tokens do not change (every replica holds the same weights).
+//
 // Thread-safety: none; one thread owns a ModelService and the Runtime under it.
 #pragma once
 
@@ -47,6 +56,11 @@ struct GenerateSink {
 using StreamId = uint64_t;
 
 // Figures for the metrics request (models/serving ServerStats and more).
+struct ModelServiceOptions {
+  uint32_t default_attention_dp = 16;  // a load that names none (capped at its NPUs)
+  uint32_t eplb_interval_steps = 32;   // 0: never re-place experts
+};
+
 struct ServiceFigures {
   bool loaded = false;
   proto::ModelInfo model;
@@ -68,6 +82,11 @@ struct ServiceFigures {
   // (1 = even), worst layer and mean over layers; tokens routed so far.
   double expert_imbalance_max = 0, expert_imbalance_mean = 0;
   uint64_t expert_tokens = 0;
+  // EPLB: re-placements completed, the last one's imbalance on its load window before and
+  // after (worst MoE layer), its longest stage's pause (wall), replicas copied in all.
+  uint64_t eplb_rebalances = 0;
+  double eplb_last_before = 0, eplb_last_after = 0, eplb_last_pause_ms = 0;
+  uint64_t eplb_replicas_copied = 0;
   uint64_t kv_free_blocks = 0, kv_total_blocks = 0;
 };
 
@@ -75,10 +94,12 @@ class ModelService {
  public:
   static constexpr uint32_t kMaxFailedSteps = 3;
   static constexpr uint32_t kLatencyWindow = 1024;
+  static constexpr double kEplbTrigger = 1.2;  // max / mean routed tokens per rank
+  static constexpr double kEplbMinGain = 0.1;  // apply only when it cuts that by 10%
+  static constexpr uint32_t kEplbStages = 12;
 
-  // `runtime` (functional) outlives the service; `default_attention_dp` is used when a load
-  // names none (capped at the NPUs it gets).
-  explicit ModelService(rt::Runtime& runtime, uint32_t default_attention_dp = 16);
+  // `runtime` (functional) outlives the service.
+  explicit ModelService(rt::Runtime& runtime, ModelServiceOptions options = {});
   ~ModelService();
   ModelService(const ModelService&) = delete;
   ModelService& operator=(const ModelService&) = delete;
@@ -119,9 +140,14 @@ class ModelService {
   struct Stream;
   void finish(StreamId id, Stream& stream, const Status& error);
   void record_latency(const proto::GenerateMetrics& metrics);
+  // Every eplb_interval_steps steps: plan a re-placement when it pays (header note); each
+  // step: apply the plan's next stage. Errors are logged; serving goes on with the
+  // placement it had.
+  void maybe_rebalance();
+  void apply_next_stage();
 
   rt::Runtime& runtime_;
-  const uint32_t default_attention_dp_;
+  const ModelServiceOptions options_;
   std::unique_ptr<Loaded> loaded_;
   std::map<StreamId, std::unique_ptr<Stream>> streams_;  // serving request id -> stream
   uint32_t failed_in_a_row_ = 0;
