@@ -28,13 +28,14 @@ struct RunOptions {
   std::string prompt = "The supernode";
   uint32_t max_new_tokens = 32;
   uint32_t clients = 16;
+  std::string eplb_interval = "32";  // moed's --eplb-interval
   bool dsv3 = true;
 };
 
 void run_usage(FILE* out) {
   std::fprintf(out,
                "usage: moe run [--supernode NAME|FILE] [--seed N] [--prompt TEXT] [--tokens N]\n"
-               "               [--clients N] [--no-dsv3]\n"
+               "               [--clients N] [--eplb-interval N] [--no-dsv3]\n"
                "  The main job: starts moed on the simulated supernode, loads the built-in model\n"
                "  on every NPU, streams a generation through the client API, serves N clients at\n"
                "  once, prints TTFT/TPOT (wall and modelled clocks) and the expert load balance,\n"
@@ -44,6 +45,7 @@ void run_usage(FILE* out) {
                "  --prompt     what the model continues (default \"The supernode\")\n"
                "  --tokens     tokens per generation (default 32)\n"
                "  --clients    concurrent clients in the burst (default 16; 0 skips it)\n"
+               "  --eplb-interval  moed re-places experts every N steps when it pays (default 32; 0: never)\n"
                "  --no-dsv3    skip the DeepSeek-V3 timing summary\n");
 }
 
@@ -98,6 +100,9 @@ int parse(int argc, char** argv, RunOptions* o) {
     } else if (arg == "--clients") {
       if (!number(64, &n)) return 2;
       o->clients = static_cast<uint32_t>(n);
+    } else if (arg == "--eplb-interval") {
+      if (!number(1u << 30, &n)) return 2;
+      o->eplb_interval = std::to_string(n);
     } else if (arg == "--no-dsv3") {
       o->dsv3 = false;
     } else {
@@ -292,7 +297,9 @@ int cmd_run(int argc, char** argv) {
   std::printf("starting moed on the simulated supernode %s ...\n", o.supernode.c_str());
   auto daemon = DaemonProcess::start(
       executable_dir() + "/moed",
-      {"--supernode", o.supernode, "--seed", std::to_string(o.seed)}, 120000);
+      {"--supernode", o.supernode, "--seed", std::to_string(o.seed), "--eplb-interval",
+       o.eplb_interval},
+      120000);
   if (!daemon.ok()) return fail("moed", daemon.status());
   auto client = Client::connect({.socket_path = daemon.value()->socket_path(), .timeout_ms = 120000});
   if (!client.ok()) return fail("connect", client.status());
