@@ -232,6 +232,8 @@ TEST_CASE("tools.daemon: an unverifiable payload is answered and the stream goes
   CHECK(client.receive_as<ErrorReply>(7).code == StatusCode::kNotFound);
   client.send(8, Ack{"a reply"});
   CHECK(client.receive_as<ErrorReply>(8).code == StatusCode::kInvalidArgument);
+  client.send(kNoRequestId, StatusRequest{false});  // id 0 is reserved
+  CHECK(client.receive_as<ErrorReply>(kNoRequestId).message.find("reserved") != std::string::npos);
   client.send(9, StatusRequest{false});
   client.receive_as<StatusReply>(9);
 }

@@ -251,6 +251,12 @@ struct Connection : std::enable_shared_from_this<Connection> {
                                 "%s is a reply; the daemon takes requests", name.c_str()));
       return;
     }
+    if (id == proto::kNoRequestId) {  // its replies would read as about the connection
+      send_error(id, make_error(StatusCode::kInvalidArgument,
+                                "%s has request id 0, which is reserved; use 1 or more",
+                                name.c_str()));
+      return;
+    }
     if (pending.count(id) != 0) {
       send_error(id, make_error(StatusCode::kAlreadyExists, "request id %llu is already in flight",
                                 static_cast<unsigned long long>(id)));
