@@ -68,7 +68,10 @@ struct InProcessDaemon {
     dir = tmpl;
     rt::RuntimeOptions runtime;
     runtime.supernode = supernode;
-    MOE_TRY_ASSIGN(executor, daemon::EngineExecutor::start(runtime, /*queue_capacity=*/16));
+    daemon::ModelServiceOptions service;
+    service.eplb_interval_steps = 0;  // no expert re-placement pauses: the transport is measured
+    MOE_TRY_ASSIGN(executor,
+                   daemon::EngineExecutor::start(runtime, /*queue_capacity=*/16, service));
     daemon::ServerOptions options;
     options.socket_path = dir + "/moed.sock";
     MOE_TRY_ASSIGN(server, daemon::Server::start(options, executor.get()));
@@ -293,6 +296,7 @@ MOE_BENCHMARK(daemon_generate_vs_embedded) {
   if (!client.ok()) return fail(client.status());
   EmbeddedOptions eo;
   eo.runtime.supernode = kGenerateSupernode;
+  eo.eplb_interval_steps = 0;  // as the daemon's
   auto embedded = Embedded::open(eo);
   if (!embedded.ok()) return fail(embedded.status());
   if (auto l = client.value()->load(proto::LoadRequest{}); !l.ok()) return fail(l.status());
