@@ -307,13 +307,6 @@ Status ModelService::step() {
     return stepped;
   }
   failed_in_a_row_ = 0;
-  if (loaded_->next_stage < loaded_->stages.size()) {
-    apply_next_stage();
-  } else if (options_.eplb_interval_steps > 0 &&
-             ++loaded_->steps_since_rebalance >= options_.eplb_interval_steps) {
-    loaded_->steps_since_rebalance = 0;
-    maybe_rebalance();
-  }
   const bool text = text_vocabulary(loaded_->engine->config());
   for (auto it = streams_.begin(); it != streams_.end();) {
     Stream& stream = *it->second;
@@ -339,6 +332,14 @@ Status ModelService::step() {
       stream.sink.on_tokens(std::move(frame));
     }
     ++it;
+  }
+  // Expert re-placement after the step's tokens went out, so they do not wait for it.
+  if (loaded_->next_stage < loaded_->stages.size()) {
+    apply_next_stage();
+  } else if (options_.eplb_interval_steps > 0 &&
+             ++loaded_->steps_since_rebalance >= options_.eplb_interval_steps) {
+    loaded_->steps_since_rebalance = 0;
+    maybe_rebalance();
   }
   return ok_status();
 }
