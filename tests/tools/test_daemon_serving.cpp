@@ -462,61 +462,50 @@ TEST_CASE("tools.daemon.serving: a client killed mid-stream frees its request") 
 
 TEST_CASE("tools.daemon.serving: shutdown with drain lets a generation finish") {
   Serving serving;
-  Daemon& daemon = serving.daemon;
-  Client* client = serving.client.get();
-  Client* admin = serving.admin.get();
-  Running running(*client, request("draining", 24, 4));
-  CHECK(admin->shutdown(true).ok());
+  Running running(*serving.client, request("draining", 24, 4));
+  CHECK(serving.admin->shutdown(true).ok());
   running.worker.join();
   REQUIRE_MESSAGE(running.out.done.ok(), running.out.done.status().to_string());
   CHECK(running.out.done->finish_reason == proto::FinishReason::kLength);
   CHECK(running.out.tokens.size() == 24);
-  daemon.server->wait();
+  serving.daemon.server->wait();
 }
 
 TEST_CASE("tools.daemon.serving: a draining shutdown still takes a cancel") {
   Serving serving;
-  Daemon& daemon = serving.daemon;
-  Client* client = serving.client.get();
-  Client* admin = serving.admin.get();
-  Running running(*client, request("long", 500, 4));
-  CHECK(admin->shutdown(true).ok());
+  Running running(*serving.client, request("long", 500, 4));
+  CHECK(serving.admin->shutdown(true).ok());
   running.stop = true;
   running.worker.join();
   REQUIRE_MESSAGE(running.out.done.ok(), running.out.done.status().to_string());
   CHECK(running.out.done->finish_reason == proto::FinishReason::kCancelled);
-  daemon.server->wait();
+  serving.daemon.server->wait();
 }
 
 TEST_CASE("tools.daemon.serving: shutdown without drain answers a generation with an error") {
   Serving serving;
-  Daemon& daemon = serving.daemon;
-  Client* client = serving.client.get();
-  Client* admin = serving.admin.get();
-  Running running(*client, request("stopping", 500, 4));
-  CHECK(admin->shutdown(false).ok());
+  Running running(*serving.client, request("stopping", 500, 4));
+  CHECK(serving.admin->shutdown(false).ok());
   running.worker.join();
   CHECK(running.out.done.status().code() == StatusCode::kCancelled);
   CHECK(running.out.done.status().message().find("without draining") != std::string::npos);
-  daemon.server->wait();
+  serving.daemon.server->wait();
 }
 
 TEST_CASE("tools.daemon.serving: a lost NPU ends the running generation with an error") {
   Serving serving;
-  Client* client = serving.client.get();
-  Client* admin = serving.admin.get();
-  Running running(*client, request("doomed", 500, 4));
-  auto fault = admin->fault(proto::FaultRequest{proto::FaultKind::kNpuLost, 3});
+  Running running(*serving.client, request("doomed", 500, 4));
+  auto fault = serving.admin->fault(proto::FaultRequest{proto::FaultKind::kNpuLost, 3});
   REQUIRE_MESSAGE(fault.ok(), fault.status().to_string());
   running.worker.join();
   CHECK_FALSE(running.out.done.ok());
   CHECK(running.out.done.status().message().find("engine steps failed") != std::string::npos);
-  CHECK(metric(*admin, "moed_failed_steps_total") >= 3);
-  CHECK(metric(*admin, "moe_generate_running") == 0);
+  CHECK(metric(*serving.admin, "moed_failed_steps_total") >= 3);
+  CHECK(metric(*serving.admin, "moe_generate_running") == 0);
   // The daemon answers; a new generation on the lost NPU's model fails the same way, and
   // never hangs.
-  CHECK(admin->status()->topology->npus_lost == std::vector<uint32_t>{3});
-  CHECK_FALSE(admin->generate(request("again", 4, 1)).ok());
+  CHECK(serving.admin->status()->topology->npus_lost == std::vector<uint32_t>{3});
+  CHECK_FALSE(serving.admin->generate(request("again", 4, 1)).ok());
 }
 
 TEST_CASE("tools.daemon.serving: a client reports no daemon and a refused uid clearly") {
