@@ -52,8 +52,6 @@ class Client final : public Api {
   Status drain();  // returns when nothing is in flight
   Status shutdown(bool drain = true);
 
-  const std::string& socket_path() const { return path_; }
-
  private:
   Client(int fd, std::string path, const ClientOptions& options);
   // Sends `body` as request `id`.

@@ -41,8 +41,6 @@ class Embedded final : public Api {
   StatusOr<proto::MetricsReply> metrics(
       proto::MetricsFormat format = proto::MetricsFormat::kJson) override;
 
-  rt::Runtime& runtime() const { return *runtime_; }
-
  private:
   Embedded(std::unique_ptr<rt::Runtime> runtime, const EmbeddedOptions& options);
   std::unique_ptr<rt::Runtime> runtime_;

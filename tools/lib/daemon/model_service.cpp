@@ -349,8 +349,6 @@ std::vector<proto::ModelInfo> ModelService::models() const {
   return {loaded_->info};
 }
 
-uint32_t ModelService::streams() const { return static_cast<uint32_t>(streams_.size()); }
-
 void ModelService::maybe_rebalance() {
   Loaded& l = *loaded_;
   models::Engine& engine = *l.engine;

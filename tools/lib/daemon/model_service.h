@@ -131,9 +131,7 @@ class ModelService {
   Status step();
 
   std::vector<proto::ModelInfo> models() const;
-  uint32_t streams() const;
   ServiceFigures figures() const;
-  rt::Runtime& runtime() const { return runtime_; }
 
  private:
   struct Loaded;

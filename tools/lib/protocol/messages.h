@@ -44,8 +44,9 @@ enum class FaultKind : uint8_t {
   kPacketCorrupt = 4,
   kHbmError = 5,
 };
-// Why a generate request ended: max_new_tokens reached, cancelled, failed (an ErrorReply
-// with the same request id precedes the GenerateDone), or a stop token.
+// Why a generate request ended: max_new_tokens reached, cancelled, failed, or a stop token.
+// moed answers a failed request with an ErrorReply instead of a GenerateDone (an ErrorReply
+// always ends a request), so kError appears only in records; no model has a stop token yet.
 enum class FinishReason : uint8_t { kLength = 0, kCancelled = 1, kError = 2, kStop = 3 };
 
 // ---- status and topology ----
