@@ -12,8 +12,9 @@
 //
 // Generation is asynchronous: start_generate() queues a request and returns; each step()
 // runs one serving step and then, for every stream, hands the tokens that step produced to
-// its sink as one TokenFrame, and a stream that ended gets its GenerateDone (after an
-// ErrorReply-worthy Status when it failed). A stream whose sink no longer wants it (the
+// its sink as one TokenFrame, and a stream that ended gets on_done with its GenerateDone
+// and, when it failed, the error (moed sends that as an ErrorReply). A stream whose sink no
+// longer wants it (the
 // client left, its deadline passed) is cancelled at the next step() and gets no more calls.
 // An engine step that fails is retried by the next step(); after kMaxFailedSteps failures
 // in a row every running stream ends with the error (finish reason kError), so a lost NPU
