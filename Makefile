@@ -6,7 +6,9 @@
 #   make bench      deps + build + every benchmark; writes build/bench.json
 #   make check-layers   fail if a lower layer includes a higher one
 #   make fuzz       build the protocol fuzzer (clang + libFuzzer) and run it FUZZ_SECONDS (20)
-# Switches: DEBUG=1 (no optimisation, expensive asserts), ASAN=1 (address + UB sanitizers).
+# Switches: DEBUG=1 (no optimisation, expensive asserts), ASAN=1 (address + UB sanitizers),
+# TSAN=1 (thread sanitizer; the simulated HBM then maps a 1 GiB window per NPU, as TSAN's
+# address space is smaller).
 # Each variant builds in its own folder (build/, build/debug/, build/asan/).
 
 SHELL := /bin/bash
@@ -18,6 +20,11 @@ ifeq ($(ASAN),1)
   VARIANT_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
                    -fno-sanitize-recover=undefined -DMOE_ASSERT_LEVEL=2
   VARIANT_LDFLAGS := -fsanitize=address,undefined
+else ifeq ($(TSAN),1)
+  BUILD := $(BUILD_ROOT)/tsan
+  VARIANT_FLAGS := -O1 -g -fsanitize=thread -DMOE_ASSERT_LEVEL=2
+  VARIANT_LDFLAGS := -fsanitize=thread
+  TEST_ENV := MOE_SIM_HBM_VA_WINDOW_BYTES=1073741824
 else ifeq ($(DEBUG),1)
   BUILD := $(BUILD_ROOT)/debug
   VARIANT_FLAGS := -O0 -g3 -DMOE_ASSERT_LEVEL=2
@@ -102,7 +109,7 @@ test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@tools/check-layers.sh .
 	@$(fuzz_in_test)
-	MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
+	$(TEST_ENV) MOE_SOURCE_ROOT=$(CURDIR) MOE_BIN_DIR=$(CURDIR)/$(BIN) $(TEST_BIN) $(TEST_ARGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all
