@@ -1,5 +1,5 @@
 // Randomized stress against a shadow model: several threads, thousands of operations from a
-// seed, every policy, cross-thread frees, injected double frees. The shadow keeps every live
+// seed, every policy, cross-thread frees, then double frees. The shadow keeps every live
 // allocation with the bytes it must hold and the ranges it occupies; the allocator must
 // never hand out overlapping ranges, never lose a byte, refuse every bad free, and account
 // in use exactly what the shadow says once the threads are done.
@@ -147,7 +147,7 @@ TEST_CASE("mem.stress: threads, every policy, cross-thread frees, against a shad
   Shadow shadow;
   constexpr int kThreads = 4;
   constexpr int kOps = 2500;
-  std::atomic<int> overlaps{0}, corrupt{0}, bad_status{0}, double_free_missed{0}, ooms{0};
+  std::atomic<int> overlaps{0}, corrupt{0}, bad_status{0}, ooms{0};
   std::atomic<int> allocs{0}, frees{0};
   std::vector<std::vector<Live>> left(kThreads);
 
@@ -179,10 +179,9 @@ TEST_CASE("mem.stress: threads, every policy, cross-thread frees, against a shad
         shadow.erase(l.alloc);
         if (!mem->free(l.alloc).ok()) ++bad_status;
         ++frees;
-        if (rng() % 16 == 0) {
-          Status again = mem->free(l.alloc);  // a double free must be refused
-          if (again.code() != StatusCode::kInvalidArgument) ++double_free_missed;
-        }
+        // No double-free probe here: another thread may already have been given the same
+        // address, and a stale free of it is then a valid free of that block (the caveat in
+        // memory/global_memory.h). The probes run below, once the other threads are done.
       } else if (what < 90) {
         const Live& l = mine[rng() % mine.size()];
         if (!check_marks(*mem, l.alloc, l.tag)) ++corrupt;
@@ -210,7 +209,6 @@ TEST_CASE("mem.stress: threads, every policy, cross-thread frees, against a shad
   CHECK(overlaps.load() == 0);
   CHECK(corrupt.load() == 0);
   CHECK(bad_status.load() == 0);
-  CHECK(double_free_missed.load() == 0);
   CHECK(allocs.load() > kThreads * kOps / 4);
   MESSAGE("allocations " << allocs.load() << ", frees " << frees.load() << ", out of memory "
                          << ooms.load());
@@ -247,6 +245,9 @@ TEST_CASE("mem.stress: threads, every policy, cross-thread frees, against a shad
   for (const Live& l : live) {
     CHECK(check_marks(*mem, l.alloc, l.tag));
     CHECK(mem->free(l.alloc).ok());
+    // Nothing allocates now, so the address cannot have been handed out again: a double
+    // free must be refused.
+    CHECK(mem->free(l.alloc).code() == StatusCode::kInvalidArgument);
   }
   mem->flush_thread_cache();
   for (dev::NpuId n = 0; n < npus; ++n) {
