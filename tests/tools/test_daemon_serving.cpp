@@ -20,6 +20,7 @@
 #include "tests/tools/daemon_fixture.h"
 #include "tools/lib/client/client.h"
 #include "tools/lib/client/embedded.h"
+#include "tools/lib/daemon/metrics_text.h"
 #include "tools/lib/protocol/codec.h"
 
 using namespace moe;
@@ -68,20 +69,12 @@ Streamed generate(Api& api, const proto::GenerateRequest& r, uint32_t stop_after
   return out;
 }
 
-// The value of `name` in Prometheus text, or -1.
-double prometheus_value(const std::string& text, const std::string& name) {
-  size_t at = 0;
-  while ((at = text.find(name + " ", at)) != std::string::npos) {
-    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + name.size() + 1));
-    at += name.size();
-  }
-  return -1;
-}
+using daemon::prometheus_sample;
 
 double metric(Api& api, const std::string& name) {
   auto reply = api.metrics(proto::MetricsFormat::kPrometheus);
   REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
-  return prometheus_value(reply->text, name);
+  return prometheus_sample(reply->text, name);
 }
 
 // Polls `name` until it equals `want` (the engine thread gets there asynchronously).
@@ -124,6 +117,17 @@ struct Running {
 };
 
 }  // namespace
+
+TEST_CASE("tools.daemon.metrics: Prometheus text reads back sample by sample") {
+  daemon::MetricsText m;
+  m.counter("moe_tokens_total", "tokens", 42).gauge("moe_tokens", "a prefix of the other", 7.5);
+  const std::string text = m.prometheus();
+  CHECK(prometheus_sample(text, "moe_tokens_total") == 42);
+  CHECK(prometheus_sample(text, "moe_tokens") == 7.5);
+  CHECK(prometheus_sample(text, "tokens_total") == -1);  // a suffix of a name is not a name
+  CHECK(prometheus_sample(text, "moe_missing") == -1);
+  CHECK(m.json() == "{\"moe_tokens_total\":42,\"moe_tokens\":7.5}");
+}
 
 TEST_CASE("tools.daemon.serving: every request round-trips through moe::Client") {
   daemon::ServerOptions options;
@@ -292,11 +296,11 @@ TEST_CASE("tools.daemon.serving: live expert re-placement keeps every token") {
   const std::vector<uint32_t> fixed = run(0, &fixed_metrics);
   const std::vector<uint32_t> moving = run(4, &moving_metrics);
   CHECK(moving == fixed);
-  CHECK(prometheus_value(fixed_metrics, "moe_eplb_rebalances_total") == 0);
-  CHECK(prometheus_value(moving_metrics, "moe_eplb_rebalances_total") >= 1);
-  CHECK(prometheus_value(moving_metrics, "moe_eplb_replicas_copied_total") > 0);
-  CHECK(prometheus_value(moving_metrics, "moe_eplb_last_imbalance_after") <
-        prometheus_value(moving_metrics, "moe_eplb_last_imbalance_before"));
+  CHECK(prometheus_sample(fixed_metrics, "moe_eplb_rebalances_total") == 0);
+  CHECK(prometheus_sample(moving_metrics, "moe_eplb_rebalances_total") >= 1);
+  CHECK(prometheus_sample(moving_metrics, "moe_eplb_replicas_copied_total") > 0);
+  CHECK(prometheus_sample(moving_metrics, "moe_eplb_last_imbalance_after") <
+        prometheus_sample(moving_metrics, "moe_eplb_last_imbalance_before"));
 }
 
 TEST_CASE("tools.daemon.serving: 32 concurrent streaming clients lose and mix no token") {

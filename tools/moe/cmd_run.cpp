@@ -16,6 +16,7 @@
 #include "runtime/base/clock.h"
 #include "runtime/base/strformat.h"
 #include "tools/lib/client/client.h"
+#include "tools/lib/daemon/metrics_text.h"
 #include "tools/moe/commands.h"
 #include "tools/moe/daemon_process.h"
 
@@ -119,16 +120,6 @@ int fail(const char* what, const Status& status) {
   return 1;
 }
 
-// The value of `name` in Prometheus text, or -1 when absent.
-double prometheus_value(const std::string& text, const std::string& name) {
-  size_t at = 0;
-  while ((at = text.find(name + " ", at)) != std::string::npos) {
-    if (at == 0 || text[at - 1] == '\n') return std::atof(text.c_str() + at + name.size() + 1);
-    at += name.size();
-  }
-  return -1;
-}
-
 void print_supernode(const proto::StatusReply& status) {
   if (!status.topology) return;
   const proto::TopologySummary& t = *status.topology;
@@ -213,7 +204,7 @@ int print_metrics(Client& client) {
   auto metrics = client.metrics(proto::MetricsFormat::kPrometheus);
   if (!metrics.ok()) return fail("metrics", metrics.status());
   const std::string& m = metrics->text;
-  auto v = [&](const char* name) { return prometheus_value(m, name); };
+  auto v = [&](const char* name) { return daemon::prometheus_sample(m, name); };
   std::printf("\nfrom moed's metrics (moe metrics --prometheus):\n");
   std::printf("  requests finished %.0f, tokens generated %.0f, engine steps %.0f; decode steps "
               "over the %.0f ms TPOT target: %.0f of %.0f (modelled)\n",

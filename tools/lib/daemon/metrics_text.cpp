@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "runtime/base/check.h"
 #include "runtime/base/json.h"
@@ -18,6 +19,17 @@ bool valid_metric_name(std::string_view name) {
     if (!letter && !(digit && i > 0)) return false;
   }
   return true;
+}
+
+double prometheus_sample(std::string_view text, std::string_view name) {
+  const std::string key = std::string(name) + " ";
+  for (size_t at = text.find(key); at != std::string_view::npos; at = text.find(key, at + 1)) {
+    if (at != 0 && text[at - 1] != '\n') continue;  // a longer name ending in `name`
+    const size_t start = at + key.size();
+    const size_t end = text.find('\n', start);
+    return std::strtod(std::string(text.substr(start, end - start)).c_str(), nullptr);
+  }
+  return -1;
 }
 
 MetricsText& MetricsText::counter(std::string_view name, std::string_view help, double value) {

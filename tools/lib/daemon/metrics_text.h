@@ -34,6 +34,10 @@ class MetricsText {
   std::vector<Sample> samples_;
 };
 
+// The value of sample `name` in Prometheus text (as prometheus() writes it), or -1 when no
+// line holds it. For clients reading moed's metrics.
+double prometheus_sample(std::string_view text, std::string_view name);
+
 // True when `name` is a valid Prometheus metric name.
 bool valid_metric_name(std::string_view name);
 
